@@ -1,0 +1,67 @@
+"""``edge-node``: the device agent's command line."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from manta_mqtt import __version__
+
+from .config import ConfigError, NodeConfig
+
+
+@click.group()
+@click.version_option(__version__, prog_name="edge-node")
+def cli() -> None:
+    """Run manta-mqtt swarm tasks on this device's private data."""
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="The node's TOML config.")
+@click.option("--broker", help="Override the config's broker URL.")
+@click.option("--mqtt-version", type=click.Choice(["auto", "5", "3.1.1"]), help="Override broker.version.")
+@click.option("-v", "--verbose", count=True, help="-v for task output and details, -vv for debug.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
+def start(config_path: Path, broker: str | None, mqtt_version: str | None, verbose: int, quiet: bool) -> None:
+    """Connect to the broker and run assigned tasks until stopped (SIGTERM or Ctrl-C)."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose == 0:
+        logging.getLogger("manta_mqtt.executor").setLevel(logging.WARNING)
+    try:
+        config = NodeConfig.load(config_path)
+        config.override(broker_url=broker, mqtt_version=mqtt_version)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    from .agent import EdgeAgent
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    EdgeAgent(config).run(stop)
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
+def check(config_path: Path) -> None:
+    """Validate a config file and show what the node would announce."""
+    try:
+        config = NodeConfig.load(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"node {config.node_id} -> {config.broker} (MQTT {config.mqtt_version})")
+    for name, path in sorted(config.datasets.items()):
+        click.echo(f"  dataset {name}: {path}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

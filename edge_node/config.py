@@ -1,0 +1,113 @@
+"""The node's TOML config (``edge-node start --config node.toml``).
+
+```toml
+[node]
+id = "pi-kitchen"            # topic-safe: letters, digits, _ . -
+data_dir = "~/.manta-node"   # code/globals cache and task working dirs
+
+[broker]
+url = "mqtt://broker.local:1883"   # mqtts:// for TLS
+username = "pi-kitchen"            # optional; password or password_file
+password_file = "/etc/manta/password"
+version = "auto"                   # "5", "3.1.1" or "auto"
+tls_ca = "/etc/manta/ca.crt"       # optional CA for mqtts://
+
+[datasets]                         # name -> file or folder; relative paths start at this file
+"mnist_part.npz" = "/data/mnist_part.npz"
+
+[tasks]
+timeout = 3600                     # upper bound on any one task run, in seconds
+```
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manta_mqtt.protocol.topics import TopicError, check_id
+from manta_mqtt.transport.mqtt import VERSIONS, BrokerAddress
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config file that cannot run a node; the message names the field."""
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    broker: BrokerAddress
+    data_dir: Path
+    datasets: dict[str, Path] = field(default_factory=dict)
+    mqtt_version: str = "auto"
+    tls_ca: str | None = None
+    task_timeout: float = 3600.0
+    chunk_size: int = 1024 * 1024
+    inline_limit: int = 256 * 1024
+
+    def override(self, *, broker_url: str | None = None, mqtt_version: str | None = None) -> None:
+        """Apply command-line overrides (credentials from the config are kept)."""
+        if broker_url:
+            try:
+                address = BrokerAddress.parse(broker_url)
+            except ValueError as exc:
+                raise ConfigError(f"--broker: {exc}") from exc
+            self.broker = address.with_credentials(self.broker.username, self.broker.password)
+        if mqtt_version:
+            self.mqtt_version = mqtt_version
+
+    @classmethod
+    def load(cls, path: str | Path) -> NodeConfig:
+        path = Path(path).expanduser().resolve()
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"no config file at {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        return cls.from_dict(data, path.parent)
+
+    @classmethod
+    def from_dict(cls, data: dict, base: Path) -> NodeConfig:  # type: ignore[type-arg]
+        node = data.get("node", {})
+        broker = data.get("broker", {})
+        tasks = data.get("tasks", {})
+
+        def resolve(value: str) -> Path:
+            p = Path(value).expanduser()
+            return p if p.is_absolute() else (base / p).resolve()
+
+        try:
+            node_id = check_id(str(node.get("id", "")), "node.id")
+        except TopicError as exc:
+            raise ConfigError(str(exc)) from exc
+        password = broker.get("password")
+        if broker.get("password_file"):
+            password = resolve(broker["password_file"]).read_text().strip()
+        try:
+            address = BrokerAddress.parse(str(broker.get("url", "mqtt://127.0.0.1:1883")))
+        except ValueError as exc:
+            raise ConfigError(f"broker.url: {exc}") from exc
+        version = str(broker.get("version", "auto"))
+        if version not in ("auto", *VERSIONS):
+            raise ConfigError(f"broker.version must be auto, 5 or 3.1.1, not {version!r}")
+        datasets = {str(name): resolve(str(p)) for name, p in data.get("datasets", {}).items()}
+        for name, p in datasets.items():
+            if not p.exists():
+                raise ConfigError(f"dataset {name!r}: nothing at {p}")
+        return cls(
+            node_id=node_id,
+            broker=address.with_credentials(broker.get("username"), password),
+            data_dir=resolve(str(node.get("data_dir", f"~/.manta-node/{node_id}"))),
+            datasets=datasets,
+            mqtt_version=version,
+            tls_ca=str(resolve(broker["tls_ca"])) if broker.get("tls_ca") else None,
+            task_timeout=float(tasks.get("timeout", 3600)),
+            chunk_size=int(broker.get("chunk_size", 1024 * 1024)),
+        )

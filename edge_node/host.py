@@ -1,0 +1,56 @@
+"""The :class:`~manta_mqtt.runtime.host.TaskHost` for a task running on a node.
+
+Globals come from the node's blob cache (fetched before the task starts); everything the task
+writes is collected here and leaves the node as one result envelope when the task ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from manta_mqtt.blobstore import BlobStore
+from manta_mqtt.protocol.messages import Assignment
+from manta_mqtt.runtime.host import TaskHostError
+
+
+class EdgeHost:
+    def __init__(self, node_id: str, assignment: Assignment, cache: BlobStore, datasets: dict[str, str]) -> None:
+        self.node_id = node_id
+        self.assignment = assignment
+        self.cache = cache
+        self.datasets = datasets
+        self.results: dict[str, bytes] = {}
+        self.globals: dict[str, bytes] = {}
+        self.schedule: list[tuple[str, list[str]]] = []
+        self.stop = False
+        self._lock = threading.Lock()
+
+    def context(self) -> dict[str, Any]:
+        a = self.assignment
+        return {"node": self.node_id, "swarm": a.swarm, "iteration": a.iteration, "task": a.task, "datasets": self.datasets}
+
+    def get_global(self, tag: str) -> bytes:
+        with self._lock:
+            if tag in self.globals:  # the task reads back what it wrote
+                return self.globals[tag]
+        return self.cache.get(self.assignment.globals[tag])
+
+    def set_global(self, tag: str, value: bytes) -> None:
+        with self._lock:
+            self.globals[tag] = value
+
+    def add_result(self, tag: str, value: bytes) -> None:
+        with self._lock:
+            self.results[tag] = value
+
+    def select_results(self, tag: str) -> dict[str, bytes]:
+        raise TaskHostError("results.select() is available to tasks placed on the coordinator, not on nodes")
+
+    def schedule_next_iter(self, node_ids: list[str], alias: str) -> None:
+        with self._lock:
+            self.schedule.append((alias, list(node_ids)))
+
+    def stop_swarm(self) -> None:
+        with self._lock:
+            self.stop = True

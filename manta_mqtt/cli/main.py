@@ -1,0 +1,217 @@
+"""``manta-mqtt``: run a swarm, run the embedded broker, read results, watch the topics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..transport.mqtt import BrokerAddress
+
+VERSION_CHOICE = click.Choice(["auto", "5", "3.1.1"])
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="manta-mqtt")
+def cli() -> None:
+    """Federated learning and swarm algorithms on edge fleets, over nothing but MQTT."""
+
+
+@cli.command()
+@click.argument("swarm_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="Broker URL (mqtt:// or mqtts://).")
+@click.option("--username", envvar="MANTA_MQTT_USERNAME", help="Broker user (or MANTA_MQTT_USERNAME).")
+@click.option("--password", envvar="MANTA_MQTT_PASSWORD", help="Broker password (or MANTA_MQTT_PASSWORD).")
+@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True)
+@click.option("--swarm", "class_name", help="Swarm class to run when the file defines several.")
+@click.option("--min-nodes", default=1, show_default=True, help="Eligible nodes to wait for before starting.")
+@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for them (and for nodes later).")
+@click.option("--runs-dir", default="manta_runs", show_default=True, type=click.Path(path_type=Path))
+@click.option("--chunk-size", default=1024 * 1024, show_default=True, help="Bytes per chunk of large values.")
+@click.option("--seed", default=0, show_default=True, help="Seed of node sampling.")
+@click.option("--max-iterations", default=1000, show_default=True)
+@click.option("--summary-json", type=click.Path(path_type=Path), help="Write the run's summary here.")
+@click.option("-v", "--verbose", count=True)
+def run(
+    swarm_file: Path,
+    broker: str,
+    username: str | None,
+    password: str | None,
+    mqtt_version: str,
+    class_name: str | None,
+    min_nodes: int,
+    wait: float,
+    runs_dir: Path,
+    chunk_size: int,
+    seed: int,
+    max_iterations: int,
+    summary_json: Path | None,
+    verbose: int,
+) -> None:
+    """Run the swarm defined in SWARM_FILE until a task stops it."""
+    from ..coordinator.coordinator import Coordinator, CoordinatorOptions
+    from ..swarm import load_swarm
+
+    _logging(verbose)
+    swarm = load_swarm(swarm_file, class_name)
+    options = CoordinatorOptions(
+        runs_dir=runs_dir,
+        min_nodes=min_nodes,
+        wait_nodes=wait,
+        chunk_size=chunk_size,
+        mqtt_version=mqtt_version,
+        seed=seed,
+        max_iterations=max_iterations,
+    )
+    address = BrokerAddress.parse(broker).with_credentials(username, password)
+    summary = Coordinator(swarm, address, options).run()
+    result = {
+        "swarm_id": summary.swarm_id,
+        "state": summary.state,
+        "reason": summary.reason,
+        "iterations": summary.iterations,
+        "metrics": summary.metrics,
+        "rejected": summary.rejected,
+        "store": str(summary.store_path),
+    }
+    if summary_json:
+        summary_json.write_text(json.dumps(result, indent=2))
+    if summary.state == "failed":
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1883, show_default=True, help="0 picks a free port.")
+@click.option("--port-file", type=click.Path(path_type=Path), help="Write the bound port here once listening.")
+def broker(host: str, port: int, port_file: Path | None) -> None:
+    """Run the embedded MQTT 3.1.1 broker (amqtt) for development."""
+    from ..transport.broker import EmbeddedBroker
+
+    logging.basicConfig(level=logging.WARNING)
+    embedded = EmbeddedBroker(host, port).start()
+    click.echo(f"embedded broker listening on {embedded.url} (MQTT 3.1.1; Ctrl-C stops it)")
+    if port_file:
+        port_file.write_text(str(embedded.port))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return {"ndarray": list(value.shape), "dtype": str(value.dtype)}
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return str(value)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tag", help="Show the values of this result tag.")
+@click.option("--iteration", type=int, help="Only this iteration.")
+@click.option("--global", "global_tag", help="Show a global's value at the end of the run (or --iteration).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: str | None, as_json: bool) -> None:
+    """Read a run's results (RUN_DIR is manta_runs/<swarm id>, or manta_runs for a list)."""
+    from ..coordinator.store import RunStore
+
+    if not (run_dir / "index.sqlite").exists():
+        runs = sorted(p.name for p in run_dir.iterdir() if (p / "index.sqlite").exists())
+        _print_json(runs) if as_json else click.echo("\n".join(runs) or "no runs here")
+        return
+    store = RunStore.open(run_dir)
+    if global_tag:
+        _print_json(store.global_value(global_tag, iteration))
+    elif tag:
+        values = store.results(tag, iteration)
+        _print_json({str(k): v for k, v in values.items()})
+    elif as_json:
+        _print_json(store.summary() | {"runs": store.runs()})
+    else:
+        summary = store.summary()
+        final = summary["final"]
+        click.echo(f"swarm {summary['swarm'].get('id')} ({summary['swarm'].get('name')}): {final.get('state')} — {final.get('reason')}")
+        click.echo(f"iterations: {summary['iterations']}  result tags: {', '.join(summary['tags'])}")
+        for row in store.runs():
+            mark = "ok" if row["ok"] else "FAILED"
+            click.echo(f"  iteration {row['iteration']:>3}  {row['task']:<12} {row['node']:<14} {mark:<6} {row['duration']:.2f}s")
+    store.close()
+
+
+@cli.command()
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def nodes(broker: str, mqtt_version: str, as_json: bool) -> None:
+    """List the nodes the broker knows, from their retained status."""
+    from ..tools.watch import node_table
+
+    rows = node_table(BrokerAddress.parse(broker), version=mqtt_version)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        running = f"  running {row['running']}" if row["running"] else ""
+        click.echo(f"{row['node']:<20} {row['state']:<8} datasets: {', '.join(row['datasets'])}{running}")
+    if not rows:
+        click.echo("no nodes have announced themselves")
+
+
+@cli.command()
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True)
+@click.option("--topic", default="manta/v1/#", show_default=True)
+@click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
+def watch(broker: str, mqtt_version: str, topic: str, seconds: float | None) -> None:
+    """Print every protocol message, decoded to one line (binary payloads summarised)."""
+    from ..tools.watch import watch as do_watch
+
+    stop = threading.Event()
+    if seconds:
+        threading.Timer(seconds, stop.set).start()
+    try:
+        do_watch(
+            BrokerAddress.parse(broker),
+            version=mqtt_version,
+            topic_filter=topic,
+            emit=lambda line: click.echo(f"{time.strftime('%H:%M:%S')} {line}"),
+            stop=stop,
+        )
+    except KeyboardInterrupt:
+        stop.set()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

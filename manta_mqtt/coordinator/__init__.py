@@ -1,0 +1,1 @@
+"""The coordinator: places tasks, runs rounds, keeps every result, runs the central tasks."""

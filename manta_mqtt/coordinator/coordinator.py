@@ -1,0 +1,493 @@
+"""The coordinator process: the I/O around the round state in :mod:`.rounds`.
+
+One MQTT connection; paho's thread only parses topics, reassembles uploads and queues events;
+the main thread runs the iteration loop, the store and the coordinator-placed tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..protocol import codec, topics
+from ..protocol.chunking import DEFAULT_CHUNK_SIZE
+from ..protocol.messages import (
+    Assignment,
+    BlobRef,
+    CodeRef,
+    NodeStatus,
+    ProtocolError,
+    ResultEnvelope,
+    SwarmState,
+    Value,
+)
+from ..runtime.executor import run_task
+from ..swarm.graph import SwarmGraph, Task
+from ..swarm.swarm import Swarm
+from ..transport.blobs import BlobPublisher, UploadReceiver
+from ..transport.mqtt import BrokerAddress, MqttLink
+from .host import COORDINATOR_NODE, CoordinatorHost
+from .metrics import summarize
+from .placement import eligible_nodes, select_nodes
+from .progress import ConsoleProgress, ProgressView
+from .rounds import Decisions, NodeOutcome, StepRound, Verdict, decide
+from .store import RunStore
+
+log = logging.getLogger("manta_mqtt.coordinator")
+
+#: Results up to this size are decoded to show their metrics; larger ones (models) are not.
+METRICS_MAX_BYTES = 64 * 1024
+MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class CoordinatorOptions:
+    runs_dir: Path = Path("manta_runs")
+    min_nodes: int = 1
+    wait_nodes: float = 60.0  # how long to wait for min_nodes (and for any eligible node later)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    mqtt_version: str = "auto"
+    seed: int = 0
+    max_iterations: int = 1000
+    grace: float = 60.0  # added to a task's timeout for fetching and uploading
+    swarm_id: str | None = None
+    max_upload: int = 1 << 30
+
+
+@dataclass
+class RunSummary:
+    swarm_id: str
+    state: str
+    reason: str
+    iterations: int
+    store_path: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class SwarmFailed(Exception):
+    """The swarm cannot go on; the message says why."""
+
+
+def make_swarm_id(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "swarm"
+    return f"{slug}-{secrets.token_hex(4)}"
+
+
+class Coordinator:
+    def __init__(
+        self,
+        swarm: Swarm,
+        broker: BrokerAddress,
+        options: CoordinatorOptions | None = None,
+        progress: ProgressView | None = None,
+    ) -> None:
+        self.swarm = swarm
+        self.broker = broker
+        self.options = options or CoordinatorOptions()
+        self.progress = progress or ConsoleProgress()
+        self.graph: SwarmGraph = swarm.graph()
+        self.swarm_id = self.options.swarm_id or make_swarm_id(swarm.name)
+        topics.check_id(self.swarm_id, "swarm id")
+        self.rng = random.Random(self.options.seed)
+        self.nodes: dict[str, NodeStatus] = {}
+        self.rejected: Counter[str] = Counter()
+        self._reject_lock = threading.Lock()
+        self.events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self.globals: dict[str, str] = {}
+        self.code: dict[str, CodeRef] = {}
+        self.previous_nodes: dict[str, list[str]] = {}
+        self.iteration = 0
+        self.metrics: dict[str, float] = {}
+        self._round: StepRound | None = None
+        self._decisions = Decisions()
+        self._parked: dict[str, tuple[ResultEnvelope, list[str]]] = {}
+        self.store: RunStore | None = None
+        self.link: MqttLink | None = None
+        self.publisher: BlobPublisher | None = None
+        self._uploads: UploadReceiver | None = None
+
+    # --- network thread: classify and queue ------------------------------------------------
+
+    def reject(self, reason: str, detail: str) -> None:
+        with self._reject_lock:
+            self.rejected[reason] += 1
+        log.warning("rejected (%s): %s", reason, detail)
+
+    def _on_status(self, topic: str, payload: bytes, _retained: bool) -> None:
+        if not payload:
+            return  # a cleared retained status
+        try:
+            parsed = topics.parse(topic)
+            status = NodeStatus.parse(payload)
+        except (topics.TopicError, ProtocolError) as exc:
+            self.reject("malformed", f"status on {topic}: {exc}")
+            return
+        if status.node != parsed.node:
+            self.reject("forged", f"status on {topic} claims node {status.node!r}")
+            return
+        self.events.put(("status", status, None))
+
+    def _on_results(self, topic: str, payload: bytes, _retained: bool) -> None:
+        try:
+            node = topics.parse(topic).node
+        except topics.TopicError as exc:
+            self.reject("malformed", f"results topic: {exc}")
+            return
+        if len(payload) > MAX_ENVELOPE_BYTES:
+            self.reject("oversized", f"envelope of {len(payload)} bytes from {node}")
+            return
+        self.events.put(("results", node, payload))
+
+    def _on_upload(self, topic: str, payload: bytes, _retained: bool) -> None:
+        try:
+            parsed = topics.parse(topic)
+        except topics.TopicError as exc:
+            self.reject("malformed", f"upload topic: {exc}")
+            return
+        assert self._uploads is not None and parsed.node and parsed.sha and parsed.index is not None
+        sha = self._uploads.receive(parsed.node, parsed.sha, parsed.index, payload)
+        if sha is not None:
+            self.events.put(("blob", sha, None))
+
+    # --- main thread -------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Run the swarm until a task stops it, it completes, or it fails."""
+        options = self.options
+        description = {
+            "id": self.swarm_id,
+            "name": self.swarm.name,
+            "tasks": {a: _describe(t) for a, t in self.graph.tasks.items()},
+            "order": self.graph.order,
+            "started": time.time(),
+        }
+        store = self.store = RunStore.create(options.runs_dir, self.swarm_id, description)
+        self._uploads = UploadReceiver(store.blobs, max_size=options.max_upload, on_reject=self.reject)
+        link = self.link = MqttLink(f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version)
+        link.route(topics.all_node_status(), self._on_status)
+        link.route(topics.swarm_results(self.swarm_id), self._on_results)
+        link.route(topics.swarm_uploads(self.swarm_id), self._on_upload)
+        if not link.start():
+            store.close()
+            raise ConnectionError(f"cannot connect to the broker at {self.broker}")
+        link.subscribe([topics.all_node_status(), topics.swarm_results(self.swarm_id), topics.swarm_uploads(self.swarm_id)])
+        self.publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
+        self.progress.info(f"swarm {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")
+        state, reason = "failed", ""
+        try:
+            self._prepare()
+            state, reason = self._loop()
+        except SwarmFailed as exc:
+            state, reason = "failed", str(exc)
+        except KeyboardInterrupt:
+            state, reason = "stopped", "interrupted by the user"
+        finally:
+            self._finish(state, reason)
+        return RunSummary(
+            self.swarm_id, state, reason, self.iteration + 1, store.root, dict(self.metrics), dict(self.rejected)
+        )
+
+    def _prepare(self) -> None:
+        assert self.store is not None and self.publisher is not None
+        for alias, task in self.graph.tasks.items():
+            bundle = task.module.bundle()
+            sha = self.store.put_value(bundle)
+            self.code[alias] = CodeRef(sha, task.module.entry)
+            if task.placement == "nodes":
+                self.publisher.publish(bundle)
+        for tag, value in self.swarm.globals.items():
+            self.globals[tag] = self.store.put_value(codec.encode(value))
+        self.store.set_meta("initial_globals", self.globals)
+        self._publish_state("running")
+        self._wait_for_nodes()
+
+    def _wait_for_nodes(self) -> None:
+        roots = [self.graph.tasks[a] for a in self.graph.roots() if self.graph.tasks[a].placement == "nodes"]
+        if not roots:
+            return
+        want = self.options.min_nodes
+        deadline = time.monotonic() + self.options.wait_nodes
+        self.progress.info(f"waiting for {want} eligible node(s)...")
+        while time.monotonic() < deadline:
+            have = min(len(eligible_nodes(t, self._online())) for t in roots)
+            if have >= want:
+                self.progress.info(f"{have} node(s) online: {', '.join(sorted(self._online()))}")
+                return
+            self._pump(0.2)
+        have = min(len(eligible_nodes(t, self._online())) for t in roots)
+        if have == 0:
+            raise SwarmFailed(f"no eligible node came online within {self.options.wait_nodes:.0f} s")
+        self.progress.warn(f"only {have} of {want} node(s) online; starting anyway")
+
+    def _online(self) -> dict[str, list[str]]:
+        return {n: s.datasets for n, s in self.nodes.items() if s.state != "offline"}
+
+    def _loop(self) -> tuple[str, str]:
+        assert self.store is not None and self.publisher is not None
+        starts, forced = self.graph.roots(), {}
+        while True:
+            self._decisions = Decisions()
+            for alias in self.graph.steps_from(starts):
+                task = self.graph.tasks[alias]
+                if task.placement == "coordinator":
+                    self._run_local(task)
+                else:
+                    self._run_on_nodes(task, forced.get(alias))
+            self.store.set_globals(self.iteration, self.globals)
+            nxt = decide(self.graph, self._decisions)
+            if nxt.state != "running":
+                return nxt.state, nxt.reason
+            if self.iteration + 1 >= self.options.max_iterations:
+                return "stopped", f"reached the limit of {self.options.max_iterations} iterations"
+            self.iteration += 1
+            starts, forced = nxt.starts, nxt.forced
+            self.publisher.clear_all_except({c.sha for c in self.code.values()} | set(self.globals.values()))
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def _run_local(self, task: Task) -> None:
+        assert self.store is not None
+        self._publish_state("running", step=task.name)
+        host = CoordinatorHost(self.store, self.swarm_id, self.iteration, task.name, self.globals, self._decisions)
+        code = self.code[task.name]
+        outcome = run_task(
+            self.store.blobs.path(code.sha),
+            code.entry,
+            host,
+            timeout=task.timeout,
+            workdir=self.store.root / "work",
+            label=task.name,
+        )
+        self.store.add_run(self.iteration, task.name, COORDINATOR_NODE, outcome.ok, outcome.error, outcome.duration)
+        if not outcome.ok:
+            raise SwarmFailed(f"task {task.name} failed on the coordinator:\n{outcome.error}")
+        metrics = self._step_metrics(task.name)
+        self.progress.step_finished(self.iteration, task.name, 0, 0, metrics)
+
+    def _choose_nodes(self, task: Task, forced: list[str] | None) -> list[str]:
+        deadline = time.monotonic() + self.options.wait_nodes
+        while True:
+            online = self._online()
+            if forced is not None:
+                eligible = set(eligible_nodes(task, online))
+                nodes = sorted(n for n in forced if n in eligible)
+                gone = sorted(set(forced) - eligible)
+                if gone:
+                    self.progress.warn(f"scheduled node(s) not available for {task.name}: {', '.join(gone)}")
+            else:
+                nodes = select_nodes(task, online, previous=self.previous_nodes.get(task.name), rng=self.rng)
+            if nodes or time.monotonic() > deadline:
+                return nodes
+            self._pump(0.2)
+
+    def _run_on_nodes(self, task: Task, forced: list[str] | None) -> None:
+        assert self.link is not None and self.store is not None and self.publisher is not None
+        nodes = self._choose_nodes(task, forced)
+        if not nodes:
+            raise SwarmFailed(f"no eligible node online for task {task.name}")
+        self.previous_nodes[task.name] = nodes
+        for sha in self.globals.values():
+            if sha not in self.publisher.published:
+                self.publisher.publish(self.store.blobs.get(sha))
+        assignment = Assignment(
+            swarm=self.swarm_id,
+            iteration=self.iteration,
+            task=task.name,
+            attempt=0,
+            code=self.code[task.name],
+            globals=dict(self.globals),
+            datasets=list(task.module.datasets),
+            timeout=task.timeout,
+        )
+        step = self._round = StepRound(
+            self.swarm_id, self.iteration, task.name, nodes, time.monotonic() + task.timeout + self.options.grace
+        )
+        self.progress.step_started(self.iteration, task.name, nodes)
+        self._publish_state("running", step=task.name)
+        payload = assignment.to_bytes()
+        for node in nodes:
+            self.link.publish(topics.assignment(self.swarm_id, node), payload)
+        while not step.complete:
+            self._pump(0.5)
+            for node in step.expire(time.monotonic()):
+                self._node_failed(node, "no result before the step deadline")
+            if self._uploads is not None:
+                self._uploads.sweep()
+        self._round = None
+        self._parked.clear()
+        ok = step.succeeded
+        if not ok:
+            first = next(iter(step.outcomes.values())).error
+            raise SwarmFailed(f"task {task.name} failed on every node; first error:\n{first}")
+        self.metrics = self._step_metrics(task.name) or self.metrics
+        self.progress.step_finished(self.iteration, task.name, len(ok), len(nodes), self._step_metrics(task.name))
+
+    def _step_metrics(self, task: str) -> dict[str, float]:
+        assert self.store is not None
+        values: dict[str, Any] = {}
+        for node, tag, sha, size in self.store.step_results(self.iteration, task):
+            if size <= METRICS_MAX_BYTES:
+                try:
+                    values[f"{node}/{tag}"] = self.store.value(sha)
+                except codec.CodecError:
+                    continue
+        return summarize(values)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def _pump(self, timeout: float) -> None:
+        """Handle queued events for up to ``timeout`` seconds (at least one wait)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                kind, a, b = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            if kind == "status":
+                self._handle_status(a)
+            elif kind == "results":
+                self._handle_results(a, b)
+            elif kind == "blob":
+                self._handle_blob(a)
+            if time.monotonic() >= deadline:
+                return
+
+    def _handle_status(self, status: NodeStatus) -> None:
+        before = self.nodes.get(status.node)
+        self.nodes[status.node] = status
+        if before is None or before.state == "offline":
+            if status.state != "offline":
+                log.info("node %s online (datasets: %s)", status.node, ", ".join(status.datasets) or "none")
+        if status.state == "offline" and self._round is not None and self._round.node_lost(status.node):
+            self._node_failed(status.node, "node went offline during the step")
+
+    def _node_failed(self, node: str, error: str) -> None:
+        """Report a node the round already marked failed (offline, or past the deadline)."""
+        assert self.store is not None and self._round is not None
+        self.store.add_run(self.iteration, self._round.task, node, False, error, 0.0)
+        self.progress.warn(f"{self._round.task} on {node}: {error}")
+        self.progress.node_done(node, False)
+        self._publish_progress()
+
+    def _handle_results(self, node: str, payload: bytes) -> None:
+        try:
+            envelope = ResultEnvelope.parse(payload)
+        except ProtocolError as exc:
+            self.reject("malformed", f"results from {node}: {exc}")
+            return
+        if envelope.swarm != self.swarm_id:
+            self.reject("unknown_swarm", f"results from {node} for swarm {envelope.swarm!r}")
+            return
+        step = self._round
+        if step is None:
+            self.reject("late", f"results from {node} for {envelope.task}@{envelope.iteration}: no step open")
+            return
+        verdict = step.judge(envelope, node)
+        if verdict is not Verdict.ACCEPTED:
+            self.reject(verdict.value, f"results from {node} for {envelope.task}@{envelope.iteration}")
+            return
+        missing = [v.sha for v in [*envelope.results.values(), *envelope.globals.values()] if isinstance(v, BlobRef)]
+        missing = [sha for sha in missing if sha not in self.store.blobs]  # type: ignore[union-attr]
+        if missing:
+            self._parked[node] = (envelope, missing)
+            return
+        self._accept(envelope)
+
+    def _handle_blob(self, sha: str) -> None:
+        for node, (envelope, missing) in list(self._parked.items()):
+            if sha in missing:
+                missing.remove(sha)
+            if not missing:
+                del self._parked[node]
+                if self._round is not None and self._round.judge(envelope, node) is Verdict.ACCEPTED:
+                    self._accept(envelope)
+
+    def _value_sha(self, value: Value) -> str:
+        assert self.store is not None
+        return value.sha if isinstance(value, BlobRef) else self.store.put_value(value)
+
+    def _accept(self, envelope: ResultEnvelope) -> None:
+        assert self.store is not None and self._round is not None
+        ok = envelope.status == "ok"
+        if ok:
+            for tag, value in envelope.results.items():
+                self.store.add_result(envelope.iteration, envelope.task, envelope.node, tag, self._value_sha(value))
+            for tag, value in envelope.globals.items():
+                self.globals[tag] = self._value_sha(value)
+            for alias, node_ids in envelope.schedule:
+                self._decisions.add_schedule(alias, node_ids)
+            if envelope.stop:
+                self._decisions.stop(f"{envelope.task}@{envelope.node}")
+        self.store.add_run(envelope.iteration, envelope.task, envelope.node, ok, envelope.error, envelope.duration)
+        self._round.record(envelope.node, NodeOutcome(ok, envelope.error, envelope.duration))
+        if not ok:
+            self.progress.warn(f"{envelope.task} failed on {envelope.node}:\n{envelope.error}")
+        self.progress.node_done(envelope.node, ok)
+        self._publish_progress()
+
+    # --- state -------------------------------------------------------------------------------
+
+    def _publish_progress(self) -> None:
+        step = self._round
+        if step is not None:
+            self._publish_state("running", step=step.task, done=len(step.outcomes), expected=len(step.nodes))
+
+    def _publish_state(self, state: str, step: str = "", done: int = 0, expected: int = 0, reason: str = "") -> None:
+        assert self.link is not None
+        message = SwarmState(
+            swarm=self.swarm_id,
+            name=self.swarm.name,
+            state=state,
+            iteration=self.iteration,
+            step=step,
+            done=done,
+            expected=expected,
+            metrics=self.metrics,
+            reason=reason,
+        )
+        self.link.publish(topics.swarm_state(self.swarm_id), message.to_bytes(), retain=True)
+
+    def _finish(self, state: str, reason: str) -> None:
+        assert self.store is not None and self.link is not None
+        final = {
+            "state": state,
+            "reason": reason,
+            "iterations": self.iteration + 1,
+            "metrics": self.metrics,
+            "rejected": dict(self.rejected),
+            "finished": time.time(),
+        }
+        self.store.set_meta("final", final)
+        try:
+            if self.link.connected.is_set():
+                self._publish_state(state, reason=reason)
+                if self.publisher is not None:
+                    self.publisher.clear_all_except(set())
+        finally:
+            self.link.stop()
+            self.store.close()
+        if self.rejected:
+            self.progress.warn("rejected messages: " + ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())))
+        self.progress.finished(state, reason, self.iteration + 1)
+
+
+def _describe(task: Task) -> dict[str, Any]:
+    return {
+        "module": task.module.name,
+        "datasets": task.module.datasets,
+        "method": task.method,
+        "placement": task.placement,
+        "maximum": task.maximum,
+        "fixed": task.fixed,
+        "previous": [p.name for p in task.previous],
+    }

@@ -1,0 +1,31 @@
+"""Turning results into a few numbers to show: the mean over nodes of each scalar metric."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+
+def _last_number(value: Any) -> float | None:
+    if isinstance(value, (list, tuple)) and value:
+        value = value[-1]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def summarize(values: Mapping[str, Any]) -> dict[str, float]:
+    """``{node: {"val_acc": [..., 0.96], ...}}`` -> ``{"val_acc": mean of last values}``.
+
+    Values that are not maps of numbers (or lists of numbers) are ignored.
+    """
+    sums: dict[str, list[float]] = {}
+    for value in values.values():
+        if not isinstance(value, dict):
+            continue
+        for key, item in value.items():
+            number = _last_number(item)
+            if isinstance(key, str) and number is not None:
+                sums.setdefault(key, []).append(number)
+    return {key: sum(nums) / len(nums) for key, nums in sorted(sums.items())}

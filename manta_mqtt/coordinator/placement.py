@@ -1,0 +1,43 @@
+"""Choosing the nodes a task runs on (Manta's scheduling rules), as a pure function."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from ..swarm.graph import Task
+
+
+def eligible_nodes(task: Task, online: Mapping[str, Sequence[str]]) -> list[str]:
+    """Online nodes that have every dataset the module needs and pass the id filters."""
+    needed = set(task.module.datasets)
+    nodes = [n for n, datasets in online.items() if needed <= set(datasets)]
+    if task.specified_ids:
+        nodes = [n for n in nodes if n in task.specified_ids]
+    if task.excepted_ids:
+        nodes = [n for n in nodes if n not in task.excepted_ids]
+    return sorted(nodes)
+
+
+def select_nodes(
+    task: Task,
+    online: Mapping[str, Sequence[str]],
+    *,
+    previous: Sequence[str] | None = None,
+    rng: random.Random | None = None,
+) -> list[str]:
+    """The nodes for one run of ``task``.
+
+    ``fixed`` tasks keep their previous nodes while those stay eligible; otherwise ``maximum``
+    (count, or fraction of the eligible nodes) picks a random sample, reproducible with a
+    seeded ``rng``.
+    """
+    eligible = eligible_nodes(task, online)
+    cap = task.node_cap(len(eligible))
+    if task.fixed and previous:
+        kept = [n for n in previous if n in eligible]
+        if kept:
+            return sorted(kept)[:cap] if cap else []
+    if cap >= len(eligible):
+        return eligible
+    return sorted((rng or random.Random(0)).sample(eligible, cap))

@@ -1,0 +1,69 @@
+"""What the person running a swarm sees: one line per step and iteration, and a live bar while
+nodes work (when the output is a terminal). Built on rich.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+class ProgressView(Protocol):
+    def info(self, message: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def step_started(self, iteration: int, task: str, nodes: list[str]) -> None: ...
+    def node_done(self, node: str, ok: bool) -> None: ...
+    def step_finished(self, iteration: int, task: str, ok: int, total: int, metrics: dict[str, float]) -> None: ...
+    def finished(self, state: str, reason: str, iterations: int) -> None: ...
+
+
+class ConsoleProgress:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=False, highlight=False)
+        self._bar: Progress | None = None
+        self._bar_task: int | None = None
+
+    def info(self, message: str) -> None:
+        self.console.print(message)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/yellow] {message}", markup=True)
+
+    def step_started(self, iteration: int, task: str, nodes: list[str]) -> None:
+        if not self.console.is_terminal:
+            return
+        self._bar = Progress(
+            TextColumn(f"iteration {iteration} · {task}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._bar.start()
+        self._bar_task = self._bar.add_task(task, total=len(nodes))
+
+    def node_done(self, node: str, ok: bool) -> None:
+        if self._bar is not None and self._bar_task is not None:
+            self._bar.advance(self._bar_task)  # type: ignore[arg-type]
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def step_finished(self, iteration: int, task: str, ok: int, total: int, metrics: dict[str, float]) -> None:
+        self._close_bar()
+        where = f"{ok}/{total} nodes" if total else "coordinator"
+        line = f"iteration {iteration:>3}  {task:<12} {where:<12} {format_metrics(metrics)}"
+        self.console.print(line.rstrip(), markup=False)
+
+    def finished(self, state: str, reason: str, iterations: int) -> None:
+        self._close_bar()
+        self.console.print(f"swarm {state} after {iterations} iteration(s): {reason}", markup=False)

@@ -1,0 +1,166 @@
+"""Everything a run produced, on disk and readable after it: ``<runs>/<swarm id>/``.
+
+``blobs/`` holds every value once (content-addressed); ``index.sqlite`` says which value is
+which result (iteration, task, node, tag), which global version each iteration ended with, and
+how every task run went. Open a finished run with :meth:`RunStore.open` and read it with
+:meth:`RunStore.results`, :meth:`RunStore.global_value` and :meth:`RunStore.summary`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..blobstore import BlobStore
+from ..protocol import codec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL, tag TEXT NOT NULL,
+    sha TEXT NOT NULL, size INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (iteration, task, node, tag));
+CREATE TABLE IF NOT EXISTS runs (
+    iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL,
+    ok INTEGER NOT NULL, error TEXT NOT NULL, duration REAL NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (iteration, task, node));
+CREATE TABLE IF NOT EXISTS globals (
+    iteration INTEGER NOT NULL, tag TEXT NOT NULL, sha TEXT NOT NULL,
+    PRIMARY KEY (iteration, tag));
+"""
+
+
+class RunStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = BlobStore(root / "blobs")
+        self._db = sqlite3.connect(root / "index.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, swarm_id: str, description: dict[str, Any]) -> RunStore:
+        root = Path(runs_dir) / swarm_id
+        root.mkdir(parents=True, exist_ok=False)
+        store = cls(root)
+        store.set_meta("swarm", description)
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunStore:
+        root = Path(path)
+        if not (root / "index.sqlite").is_file():
+            raise FileNotFoundError(f"no run at {root} (expected index.sqlite)")
+        return cls(root)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- writing (coordinator) ---------------------------------------------------------------
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def put_value(self, data: bytes) -> str:
+        return self.blobs.put(data)
+
+    def add_result(self, iteration: int, task: str, node: str, tag: str, sha: str) -> None:
+        size = self.blobs.path(sha).stat().st_size
+        self._write(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iteration, task, node, tag, sha, size, time.time()),
+        )
+
+    def add_run(self, iteration: int, task: str, node: str, ok: bool, error: str, duration: float) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iteration, task, node, int(ok), error, duration, time.time()),
+        )
+
+    def set_globals(self, iteration: int, globals_: dict[str, str]) -> None:
+        for tag, sha in globals_.items():
+            self._write("INSERT OR REPLACE INTO globals VALUES (?, ?, ?)", (iteration, tag, sha))
+
+    # --- reading (anyone) ------------------------------------------------------------------
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, args))
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def value(self, sha: str) -> Any:
+        return codec.decode(self.blobs.get(sha))
+
+    def raw_results(self, iteration: int, tag: str) -> dict[str, bytes]:
+        """``{node: encoded value}`` of ``tag`` in ``iteration`` (the latest task's, per node)."""
+        rows = self._rows(
+            "SELECT node, sha FROM results WHERE iteration = ? AND tag = ? ORDER BY at",
+            (iteration, tag),
+        )
+        return {node: self.blobs.get(sha) for node, sha in rows}
+
+    def step_results(self, iteration: int, task: str) -> list[tuple[str, str, str, int]]:
+        """``(node, tag, sha, size)`` of every result one step produced."""
+        return [
+            (r[0], r[1], r[2], r[3])
+            for r in self._rows(
+                "SELECT node, tag, sha, size FROM results WHERE iteration = ? AND task = ? ORDER BY node, tag",
+                (iteration, task),
+            )
+        ]
+
+    def results(self, tag: str, iteration: int | None = None) -> dict[int, dict[str, Any]]:
+        """``{iteration: {node: value}}`` for ``tag`` (one iteration if given)."""
+        sql = "SELECT iteration, node, sha FROM results WHERE tag = ?"
+        args: tuple[Any, ...] = (tag,)
+        if iteration is not None:
+            sql += " AND iteration = ?"
+            args += (iteration,)
+        out: dict[int, dict[str, Any]] = {}
+        for it, node, sha in self._rows(sql + " ORDER BY iteration, at", args):
+            out.setdefault(it, {})[node] = self.value(sha)
+        return out
+
+    def tags(self) -> list[str]:
+        return [r[0] for r in self._rows("SELECT DISTINCT tag FROM results ORDER BY tag")]
+
+    def iterations(self) -> list[int]:
+        return [r[0] for r in self._rows("SELECT DISTINCT iteration FROM runs ORDER BY iteration")]
+
+    def global_value(self, tag: str, iteration: int | None = None) -> Any:
+        """The value ``tag`` had at the end of ``iteration`` (default: the last one)."""
+        sql = "SELECT sha FROM globals WHERE tag = ?"
+        args: tuple[Any, ...] = (tag,)
+        if iteration is not None:
+            sql += " AND iteration <= ?"
+            args += (iteration,)
+        rows = self._rows(sql + " ORDER BY iteration DESC LIMIT 1", args)
+        if not rows:
+            raise KeyError(tag)
+        return self.value(rows[0][0])
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT iteration, task, node, ok, error, duration FROM runs ORDER BY iteration, at")
+        keys = ("iteration", "task", "node", "ok", "error", "duration")
+        return [dict(zip(keys, row, strict=True)) | {"ok": bool(row[3])} for row in rows]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "swarm": self.meta("swarm", {}),
+            "final": self.meta("final", {}),
+            "iterations": len(self.iterations()),
+            "tags": self.tags(),
+            "failed_runs": sum(1 for r in self.runs() if not r["ok"]),
+        }

@@ -1,0 +1,98 @@
+"""The one codec: msgpack, with numpy arrays as a native extension type.
+
+An array travels as ext type 1: ``u8 len(dtype) | dtype.str | u8 ndim | ndim x u64 shape | raw``.
+Decoding wraps the raw bytes with ``np.frombuffer`` (no copy beyond msgpack's own slice), so the
+arrays it returns are read-only views; call ``.copy()`` to modify one in place.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+import numpy as np
+
+NDARRAY_EXT = 1
+#: Hard cap on what one decode call accepts (the MQTT maximum packet size).
+MAX_MESSAGE_BYTES = 268_435_455
+
+
+class CodecError(ValueError):
+    """Bytes that are not a valid encoding, or a value that cannot be encoded."""
+
+
+def _pack_array(array: np.ndarray) -> msgpack.ExtType:
+    dtype = array.dtype
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise CodecError(f"cannot encode numpy dtype {dtype!r}: use plain numeric/bytes dtypes")
+    if array.ndim > 32:
+        raise CodecError("arrays of more than 32 dimensions are not supported")
+    descr = dtype.str.encode("ascii")
+    header = struct.pack(f"<B{len(descr)}sB{array.ndim}Q", len(descr), descr, array.ndim, *array.shape)
+    return msgpack.ExtType(NDARRAY_EXT, header + np.ascontiguousarray(array).tobytes())
+
+
+def _unpack_array(data: bytes) -> np.ndarray:
+    try:
+        (dlen,) = struct.unpack_from("<B", data, 0)
+        descr = data[1 : 1 + dlen].decode("ascii")
+        (ndim,) = struct.unpack_from("<B", data, 1 + dlen)
+        shape = struct.unpack_from(f"<{ndim}Q", data, 2 + dlen)
+        dtype = np.dtype(descr)
+    except (struct.error, UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise CodecError(f"malformed ndarray extension: {exc}") from exc
+    if dtype.hasobject or dtype.fields is not None:
+        raise CodecError(f"refusing ndarray of dtype {descr!r}")
+    offset = 2 + dlen + 8 * ndim
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * dtype.itemsize != len(data) - offset:
+        raise CodecError("ndarray extension size does not match its shape")
+    if dtype.itemsize == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return _pack_array(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise CodecError(f"cannot encode value of type {type(value).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == NDARRAY_EXT:
+        return _unpack_array(data)
+    raise CodecError(f"unknown msgpack extension type {code}")
+
+
+def encode(value: Any) -> bytes:
+    """Encode any msgpack-able value; numpy arrays and scalars are supported natively."""
+    try:
+        return msgpack.packb(value, default=_default, use_bin_type=True, strict_types=False)
+    except CodecError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode: {exc}") from exc
+
+
+def decode(data: bytes | bytearray | memoryview) -> Any:
+    """Decode bytes from the network; raise :class:`CodecError` on anything malformed."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise CodecError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            ext_hook=_ext_hook,
+            strict_map_key=False,
+        )
+    except CodecError:
+        raise
+    except Exception as exc:  # msgpack raises many types (ExtraData, FormatError, ValueError...)
+        raise CodecError(f"malformed msgpack: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,159 @@
+"""The one place that knows the MQTT topic layout of protocol v1.
+
+Every node publishes only under topics that carry its own id, and reads only its own
+assignments plus shared swarm data, so a broker ACL with ``%u``/``%c`` patterns can confine it
+(see docs/protocol.md for the ACL lines).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+ROOT = "manta/v1"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TopicError(ValueError):
+    """A topic or id that does not fit the layout."""
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is a safe topic level (no wildcards, no slashes, bounded)."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise TopicError(f"invalid {what}: {value!r} (want [A-Za-z0-9_.-], 1-64 chars)")
+    return value
+
+
+def check_sha(value: str) -> str:
+    if not isinstance(value, str) or not _SHA.match(value):
+        raise TopicError(f"invalid sha256: {value!r}")
+    return value
+
+
+# --- builders --------------------------------------------------------------------------------
+
+
+def node_status(node: str) -> str:
+    return f"{ROOT}/nodes/{check_id(node, 'node id')}/status"
+
+
+def swarm_state(swarm: str) -> str:
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/state"
+
+
+def blob_meta(swarm: str, sha: str) -> str:
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/blobs/{check_sha(sha)}"
+
+
+def blob_chunk(swarm: str, sha: str, index: int) -> str:
+    return f"{blob_meta(swarm, sha)}/{int(index)}"
+
+
+def assignment(swarm: str, node: str) -> str:
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/assign/{check_id(node, 'node id')}"
+
+
+def results(swarm: str, node: str) -> str:
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/results/{check_id(node, 'node id')}"
+
+
+def upload_chunk(swarm: str, node: str, sha: str, index: int) -> str:
+    return (
+        f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/uploads/"
+        f"{check_id(node, 'node id')}/{check_sha(sha)}/{int(index)}"
+    )
+
+
+# --- subscription filters --------------------------------------------------------------------
+
+
+def all_node_status() -> str:
+    return f"{ROOT}/nodes/+/status"
+
+
+def all_swarm_states() -> str:
+    return f"{ROOT}/swarms/+/state"
+
+
+def my_assignments(node: str) -> str:
+    return f"{ROOT}/swarms/+/assign/{check_id(node, 'node id')}"
+
+
+def swarm_results(swarm: str) -> str:
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/results/+"
+
+
+def swarm_uploads(swarm: str) -> str:
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/uploads/#"
+
+
+def everything() -> str:
+    return f"{ROOT}/#"
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+class Kind(Enum):
+    NODE_STATUS = "node_status"
+    SWARM_STATE = "swarm_state"
+    BLOB_META = "blob_meta"
+    BLOB_CHUNK = "blob_chunk"
+    ASSIGNMENT = "assignment"
+    RESULTS = "results"
+    UPLOAD_CHUNK = "upload_chunk"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A parsed topic: what it is and the ids it carries."""
+
+    kind: Kind
+    swarm: str | None = None
+    node: str | None = None
+    sha: str | None = None
+    index: int | None = None
+
+
+def _index(text: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise TopicError(f"invalid chunk index: {text!r}")
+    return int(text)
+
+
+def parse(topic: str) -> Topic:
+    """Parse a topic of protocol v1; raise :class:`TopicError` for anything else."""
+    prefix = ROOT + "/"
+    if not topic.startswith(prefix):
+        raise TopicError(f"not a {ROOT} topic: {topic!r}")
+    parts = topic[len(prefix) :].split("/")
+    match parts:
+        case ["nodes", node, "status"]:
+            return Topic(Kind.NODE_STATUS, node=check_id(node, "node id"))
+        case ["swarms", swarm, "state"]:
+            return Topic(Kind.SWARM_STATE, swarm=check_id(swarm, "swarm id"))
+        case ["swarms", swarm, "blobs", sha]:
+            return Topic(Kind.BLOB_META, swarm=check_id(swarm, "swarm id"), sha=check_sha(sha))
+        case ["swarms", swarm, "blobs", sha, index]:
+            return Topic(
+                Kind.BLOB_CHUNK,
+                swarm=check_id(swarm, "swarm id"),
+                sha=check_sha(sha),
+                index=_index(index),
+            )
+        case ["swarms", swarm, "assign", node]:
+            return Topic(Kind.ASSIGNMENT, swarm=check_id(swarm, "swarm id"), node=check_id(node))
+        case ["swarms", swarm, "results", node]:
+            return Topic(Kind.RESULTS, swarm=check_id(swarm, "swarm id"), node=check_id(node))
+        case ["swarms", swarm, "uploads", node, sha, index]:
+            return Topic(
+                Kind.UPLOAD_CHUNK,
+                swarm=check_id(swarm, "swarm id"),
+                node=check_id(node, "node id"),
+                sha=check_sha(sha),
+                index=_index(index),
+            )
+    raise TopicError(f"unknown topic: {topic!r}")

@@ -1,0 +1,36 @@
+"""Entry point of a task process: ``python -m manta_mqtt.runtime.child BUNDLE ENTRY``.
+
+Imports ``ENTRY`` from the code bundle (a zip on ``sys.path``), calls its ``main()`` and reports
+the outcome to the host; a traceback travels back when ``main()`` raises.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+
+from .client import current
+
+
+def main(argv: list[str]) -> int:
+    bundle, entry = argv[1], argv[2]
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    client = current()
+    sys.path.insert(0, bundle)
+    try:
+        module = importlib.import_module(entry)
+        run = getattr(module, "main", None)
+        if not callable(run):
+            raise AttributeError(f"module {entry!r} has no main() function")
+        run()
+    except BaseException:  # report everything the user's code raised, SystemExit included
+        client.finish("failed", traceback=traceback.format_exc())
+        return 1
+    client.finish("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,109 @@
+"""What a task can ask of the process that runs it, and the loop that answers it.
+
+The edge agent and the coordinator each implement :class:`TaskHost`; :func:`serve` turns the
+task's channel requests into calls on it. Values cross as encoded bytes: the host stores and
+forwards them without decoding user data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ..protocol import codec
+from .channel import Channel, ChannelClosed
+
+log = logging.getLogger("manta_mqtt.runtime")
+
+
+class TaskHostError(Exception):
+    """A request the host refuses; the message is shown to the task as an exception."""
+
+
+class TaskHost(Protocol):
+    def context(self) -> dict[str, Any]:
+        """``node``, ``swarm``, ``iteration``, ``task`` and ``datasets`` ({name: path})."""
+        ...
+
+    def get_global(self, tag: str) -> bytes: ...
+
+    def set_global(self, tag: str, value: bytes) -> None: ...
+
+    def add_result(self, tag: str, value: bytes) -> None: ...
+
+    def select_results(self, tag: str) -> dict[str, bytes]: ...
+
+    def schedule_next_iter(self, node_ids: list[str], alias: str) -> None: ...
+
+    def stop_swarm(self) -> None: ...
+
+
+def _str(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise TaskHostError(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _bytes(request: dict[str, Any], key: str) -> bytes:
+    value = request.get(key)
+    if not isinstance(value, bytes):
+        raise TaskHostError(f"{key!r} must be bytes")
+    return value
+
+
+def _handle(host: TaskHost, request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    if op == "hello":
+        return {"context": host.context()}
+    if op == "global_get":
+        try:
+            return {"value": host.get_global(_str(request, "tag"))}
+        except KeyError as exc:
+            return {"error": f"unknown global {exc.args[0]!r}", "kind": "KeyError"}
+    if op == "global_set":
+        host.set_global(_str(request, "tag"), _bytes(request, "value"))
+    elif op == "result_add":
+        host.add_result(_str(request, "tag"), _bytes(request, "value"))
+    elif op == "result_select":
+        return {"values": host.select_results(_str(request, "tag"))}
+    elif op == "schedule":
+        ids = request.get("node_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise TaskHostError("node_ids must be a list of strings")
+        host.schedule_next_iter(ids, _str(request, "alias"))
+    elif op == "stop":
+        host.stop_swarm()
+    else:
+        raise TaskHostError(f"unknown request {op!r}")
+    return {}
+
+
+def serve(channel: Channel, host: TaskHost) -> dict[str, Any] | None:
+    """Answer requests until the task reports its end; return that final message (or None)."""
+    while True:
+        try:
+            request = channel.recv()
+        except (ChannelClosed, OSError):
+            return None
+        except codec.CodecError as exc:
+            log.warning("task sent a malformed frame: %s", exc)
+            return None
+        if not isinstance(request, dict):
+            log.warning("task sent a non-map request")
+            return None
+        if request.get("op") in ("done", "failed"):
+            return request
+        try:
+            reply = {"ok": True, **_handle(host, request)}
+        except TaskHostError as exc:
+            reply = {"ok": False, "error": str(exc), "kind": "RuntimeError"}
+        except Exception as exc:  # a host bug must not hang the task: report it
+            log.exception("host failed on %s", request.get("op"))
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": "RuntimeError"}
+        if "error" in reply:
+            reply["ok"] = False
+        try:
+            channel.send(reply)
+        except OSError:
+            return None

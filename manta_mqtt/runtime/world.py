@@ -1,0 +1,86 @@
+"""``World``, ``Globals`` and ``Results``: the swarm-wide state a task reads and writes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from ..protocol import codec
+from .client import TaskClient, current
+
+
+class ResultMethod(IntEnum):
+    UNSPECIFIED = 0
+    LAST = 1
+    ALL = 2
+
+
+class Globals:
+    """Swarm-wide values by tag: ``globals[tag]`` reads, ``globals[tag] = value`` writes.
+
+    Values are anything msgpack can carry (numpy arrays too). Use one writer per tag: with
+    several concurrent writers, the last one to finish wins.
+    """
+
+    def __init__(self, client: TaskClient | None = None) -> None:
+        self._client = client or current()
+
+    def __getitem__(self, tag: str) -> Any:
+        return codec.decode(self._client.request("global_get", tag=tag)["value"])
+
+    def __setitem__(self, tag: str, value: Any) -> None:
+        self._client.request("global_set", tag=tag, value=codec.encode(value))
+
+    def get(self, tag: str) -> Any:
+        return self[tag]
+
+    def set(self, tag: str, value: Any) -> None:
+        self[tag] = value
+
+
+class Results:
+    """Per-iteration, per-node outputs, by tag."""
+
+    def __init__(self, client: TaskClient | None = None) -> None:
+        self._client = client or current()
+
+    def add(self, tag: str, result: Any) -> None:
+        """Record ``result`` under ``tag`` for this node and iteration (a later add replaces it)."""
+        self._client.request("result_add", tag=tag, value=codec.encode(result))
+
+    def select(self, tag: str, size: int = -1, method: ResultMethod = ResultMethod.ALL) -> dict[str, Any]:
+        """``{node_id: value}`` for every node that added ``tag`` in the current iteration.
+
+        ``size`` > 0 keeps that many nodes (sorted by id). Available to tasks placed on the
+        coordinator.
+        """
+        values = self._client.request("result_select", tag=tag)["values"]
+        nodes = sorted(values)
+        if size is not None and size > 0:
+            nodes = nodes[:size]
+        return {node: codec.decode(values[node]) for node in nodes}
+
+
+class World:
+    """The task's view of its swarm."""
+
+    def __init__(self, client: TaskClient | None = None) -> None:
+        self._client = client or current()
+        self.globals = Globals(self._client)
+        self.results = Results(self._client)
+
+    @property
+    def iteration(self) -> int:
+        return int(self._client.context["iteration"])
+
+    @property
+    def node_id(self) -> str:
+        return str(self._client.context["node"])
+
+    def schedule_next_iter(self, node_ids: list[str], task_to_schedule_alias: str) -> None:
+        """Run the task with alias ``task_to_schedule_alias`` next iteration on ``node_ids``."""
+        self._client.request("schedule", node_ids=list(node_ids), alias=task_to_schedule_alias)
+
+    def stop_swarm(self) -> None:
+        """End the swarm once the current step completes."""
+        self._client.request("stop")

@@ -1,0 +1,129 @@
+"""``Task``: a module placed in the swarm graph with its scheduling rules.
+
+Calling a task on its predecessors adds the edges: ``scheduler(aggregator(worker()))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..protocol.topics import check_id
+from .module import Module
+
+PLACEMENTS = ("nodes", "coordinator")
+METHODS = ("all", "any")
+
+
+@dataclass(eq=False)
+class Task:
+    module: Module
+    method: str = "all"
+    fixed: bool = False
+    excepted_ids: list[str] | None = None
+    specified_ids: list[str] | None = None
+    maximum: int | float | None = -1
+    alias: str | None = None
+    placement: str = "nodes"  # "coordinator" runs it beside the coordinator (aggregators, schedulers)
+    timeout: float = 600.0  # seconds one run may take before it is killed and reported failed
+    previous: list[Task] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, not {self.placement!r}")
+        if self.alias is None:
+            self.alias = self.module.name
+        check_id(self.alias, "task alias")
+        if isinstance(self.maximum, float) and not 0 < self.maximum <= 1:
+            raise ValueError("a fractional maximum must be in (0, 1]")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+    @property
+    def name(self) -> str:
+        assert self.alias is not None
+        return self.alias
+
+    def __call__(self, task: Task | Sequence[Task] | None = None) -> Task:
+        """Make this task run after ``task`` (or after each of a list of tasks)."""
+        if task is None:
+            return self
+        for prev in [task] if isinstance(task, Task) else list(task):
+            if prev not in self.previous:
+                self.previous.append(prev)
+        return self
+
+    def node_cap(self, eligible: int) -> int:
+        """How many of ``eligible`` nodes this task may use."""
+        if self.method == "any":
+            return min(1, eligible)
+        cap = eligible
+        if isinstance(self.maximum, float):
+            cap = max(1, math.ceil(self.maximum * eligible))
+        elif isinstance(self.maximum, int) and self.maximum > 0:
+            cap = min(cap, self.maximum)
+        if self.specified_ids:
+            cap = min(cap, len(self.specified_ids))
+        return min(cap, eligible)
+
+
+class SwarmGraph:
+    """The tasks of one iteration, in an order that respects every edge."""
+
+    def __init__(self, last: Task | Sequence[Task]) -> None:
+        tails = [last] if isinstance(last, Task) else list(last)
+        if not tails:
+            raise ValueError("execute() returned no task")
+        found: dict[int, Task] = {}
+        stack = list(tails)
+        while stack:
+            task = stack.pop()
+            if id(task) not in found:
+                found[id(task)] = task
+                stack.extend(task.previous)
+        self.tasks: dict[str, Task] = {}
+        for task in found.values():
+            if task.name in self.tasks:
+                raise ValueError(f"two tasks share the alias {task.name!r}: give each an alias")
+            self.tasks[task.name] = task
+        self.order = self._topological()
+
+    def _topological(self) -> list[str]:
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(task: Task) -> None:
+            mark = state.get(task.name, 0)
+            if mark == 1:
+                raise ValueError(f"the task graph has a cycle through {task.name!r}")
+            if mark == 2:
+                return
+            state[task.name] = 1
+            for prev in sorted(task.previous, key=lambda t: t.name):
+                visit(prev)
+            state[task.name] = 2
+            order.append(task.name)
+
+        for task in sorted(self.tasks.values(), key=lambda t: t.name):
+            visit(task)
+        return order
+
+    def roots(self) -> list[str]:
+        return [a for a in self.order if not self.tasks[a].previous]
+
+    def successors(self, alias: str) -> list[str]:
+        return [a for a in self.order if any(p.name == alias for p in self.tasks[a].previous)]
+
+    def steps_from(self, starts: Sequence[str]) -> list[str]:
+        """Every task reachable from ``starts`` (included), in graph order."""
+        unknown = [s for s in starts if s not in self.tasks]
+        if unknown:
+            raise KeyError(f"no task with alias {unknown[0]!r} (known: {', '.join(self.order)})")
+        reach = set(starts)
+        for alias in self.order:
+            if any(p.name in reach for p in self.tasks[alias].previous):
+                reach.add(alias)
+        return [a for a in self.order if a in reach]

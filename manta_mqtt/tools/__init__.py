@@ -1,0 +1,1 @@
+"""Operator tools: watching the topics, listing nodes."""

@@ -1,0 +1,88 @@
+"""``manta-mqtt watch``: every protocol message on the broker, decoded to one readable line.
+
+Status topics are JSON already; msgpack messages are summarised (sizes, ids, tags), never
+dumped, so a 100 MB model chunk prints as one short line.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol import topics
+from ..protocol.messages import Assignment, BlobMeta, Chunk, NodeStatus, ProtocolError, ResultEnvelope, SwarmState
+from ..transport.mqtt import BrokerAddress, MqttLink
+
+
+def describe(topic: str, payload: bytes) -> str:
+    """One line for one message; never raises."""
+    if not payload:
+        return f"{topic} (cleared)"
+    try:
+        kind = topics.parse(topic).kind
+    except topics.TopicError:
+        return f"{topic} ({len(payload)} bytes, not a protocol v1 topic)"
+    try:
+        if kind is topics.Kind.NODE_STATUS:
+            s = NodeStatus.parse(payload)
+            running = f" running={s.running}" if s.running else ""
+            return f"{topic} {s.state} datasets={s.datasets}{running}"
+        if kind is topics.Kind.SWARM_STATE:
+            w = SwarmState.parse(payload)
+            return f"{topic} {w.state} iteration={w.iteration} step={w.step} {w.done}/{w.expected} {json.dumps(w.metrics)}"
+        if kind is topics.Kind.ASSIGNMENT:
+            a = Assignment.parse(payload)
+            return f"{topic} run {a.task} iteration={a.iteration} globals={sorted(a.globals)}"
+        if kind is topics.Kind.RESULTS:
+            e = ResultEnvelope.parse(payload)
+            return f"{topic} {e.status} {e.task} iteration={e.iteration} tags={sorted(e.results)} {e.duration:.1f}s"
+        if kind is topics.Kind.BLOB_META:
+            m = BlobMeta.parse(payload)
+            return f"{topic} blob {m.info.size} bytes in {m.info.count} chunk(s)"
+        c = Chunk.parse(payload)
+        return f"{topic} chunk {c.index + 1}/{c.info.count} ({len(c.data)} bytes)"
+    except ProtocolError as exc:
+        return f"{topic} INVALID ({len(payload)} bytes): {exc}"
+
+
+def watch(address: BrokerAddress, *, version: str, topic_filter: str, emit: Callable[[str], None], stop: threading.Event) -> None:
+    link = MqttLink(f"watch-{int(time.time() * 1000) % 10**9}", address, version=version, session_expiry=0)
+
+    def on_message(topic: str, payload: bytes, retained: bool) -> None:
+        emit(("[retained] " if retained else "") + describe(topic, payload))
+
+    link.route("#", on_message)
+    if not link.start():
+        raise ConnectionError(f"cannot connect to {address}")
+    link.subscribe(topic_filter, qos=0)
+    try:
+        stop.wait()
+    finally:
+        link.stop()
+
+
+def node_table(address: BrokerAddress, *, version: str, wait: float = 1.0) -> list[dict[str, Any]]:
+    """The retained status of every node the broker knows."""
+    found: dict[str, NodeStatus] = {}
+
+    def on_status(topic: str, payload: bytes, _retained: bool) -> None:
+        try:
+            status = NodeStatus.parse(payload)
+        except ProtocolError:
+            return
+        found[status.node] = status
+
+    link = MqttLink(f"nodes-{int(time.time() * 1000) % 10**9}", address, version=version, session_expiry=0)
+    link.route(topics.all_node_status(), on_status)
+    if not link.start():
+        raise ConnectionError(f"cannot connect to {address}")
+    link.subscribe(topics.all_node_status(), qos=0)
+    time.sleep(wait)
+    link.stop()
+    return [
+        {"node": s.node, "state": s.state, "datasets": s.datasets, "running": s.running, "rejected": s.rejected}
+        for s in sorted(found.values(), key=lambda s: s.node)
+    ]

@@ -1,0 +1,258 @@
+"""Moving blobs over MQTT: publish once (retained), fetch with a bounded window, upload results.
+
+- :class:`BlobPublisher` (coordinator): retained chunks, then a retained meta; a blob already
+  published is not sent again; :meth:`BlobPublisher.clear` removes it from the broker.
+- :class:`BlobFetcher` (node): subscribes to the meta, then to at most ``window`` chunk topics
+  at a time, so the broker never queues more than that many chunks toward a small device.
+- :class:`UploadReceiver` (coordinator): reassembles chunks uploaded by nodes, bounded in size
+  and count per node, and hands over only verified blobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..blobstore import BlobStore
+from ..protocol import topics
+from ..protocol.chunking import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Assembler, BlobInfo, ChunkError, split
+from ..protocol.messages import BlobMeta, BlobRef, Chunk, ProtocolError
+from .mqtt import MqttLink
+
+log = logging.getLogger("manta_mqtt.blobs")
+
+#: Room for the chunk message's own fields and the MQTT header, below the broker's packet limit.
+CHUNK_OVERHEAD = 4096
+
+
+def chunk_size_for(link: MqttLink, wanted: int = DEFAULT_CHUNK_SIZE) -> int:
+    """The chunk size to use on ``link``: ``wanted``, or less if the broker said so."""
+    if link.max_packet:
+        return max(MIN_CHUNK_SIZE, min(wanted, link.max_packet - CHUNK_OVERHEAD))
+    return wanted
+
+
+class BlobPublisher:
+    """Publishes content-addressed blobs of one swarm as retained messages."""
+
+    def __init__(self, link: MqttLink, swarm: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.link = link
+        self.swarm = swarm
+        self.chunk_size = chunk_size
+        self.published: dict[str, BlobInfo] = {}
+
+    def publish(self, data: bytes) -> str:
+        info, chunks = split(data, chunk_size_for(self.link, self.chunk_size))
+        if info.sha in self.published:
+            return info.sha
+        if info.count == 1:
+            meta = BlobMeta(info, inline=bytes(data))
+        else:
+            for index, piece in enumerate(chunks):
+                payload = Chunk(info, index, piece).to_bytes()
+                self.link.publish(topics.blob_chunk(self.swarm, info.sha, index), payload, retain=True)
+            meta = BlobMeta(info)
+        self.link.publish(topics.blob_meta(self.swarm, info.sha), meta.to_bytes(), retain=True)
+        self.published[info.sha] = info
+        return info.sha
+
+    def clear(self, sha: str) -> None:
+        """Delete a blob from the broker (empty retained payloads)."""
+        info = self.published.pop(sha, None)
+        if info is None:
+            return
+        self.link.publish(topics.blob_meta(self.swarm, sha), b"", retain=True)
+        if info.count > 1:
+            for index in range(info.count):
+                self.link.publish(topics.blob_chunk(self.swarm, sha, index), b"", retain=True)
+
+    def clear_all_except(self, keep: set[str]) -> None:
+        for sha in [s for s in self.published if s not in keep]:
+            self.clear(sha)
+
+
+def upload(link: MqttLink, swarm: str, node: str, data: bytes, chunk_size: int) -> BlobRef:
+    """Send ``data`` as QoS 1 chunks on the node's upload topics (bounded by the link window)."""
+    info, chunks = split(data, chunk_size_for(link, chunk_size))
+    for index, piece in enumerate(chunks):
+        link.publish(topics.upload_chunk(swarm, node, info.sha, index), Chunk(info, index, piece).to_bytes())
+    return BlobRef(info.sha, info.size)
+
+
+@dataclass
+class _Transfer:
+    swarm: str
+    sha: str
+    done: threading.Event = field(default_factory=threading.Event)
+    assembler: Assembler | None = None
+    requested: set[int] = field(default_factory=set)
+    next_index: int = 0
+    error: str = ""
+
+
+class BlobFetcher:
+    """Fetches blobs into a :class:`BlobStore`, never more than ``window`` chunks requested."""
+
+    def __init__(self, link: MqttLink, store: BlobStore, *, window: int = 8, max_size: int = 1 << 30) -> None:
+        self.link = link
+        self.store = store
+        self.window = window
+        self.max_size = max_size
+        self.rejected = 0
+        self._lock = threading.Lock()
+        self._transfers: dict[str, _Transfer] = {}
+        link.route(f"{topics.ROOT}/swarms/+/blobs/#", self._on_message)
+
+    def fetch(self, swarm: str, shas: list[str], timeout: float) -> list[str]:
+        """Make every blob of ``shas`` available locally; return those that could not be had."""
+        wanted = [sha for sha in dict.fromkeys(shas) if sha not in self.store]
+        transfers = []
+        with self._lock:
+            for sha in wanted:
+                transfer = self._transfers.setdefault(sha, _Transfer(swarm, sha))
+                transfers.append(transfer)
+        if transfers:
+            self.link.subscribe([topics.blob_meta(swarm, t.sha) for t in transfers])
+        deadline = time.monotonic() + timeout
+        for transfer in transfers:
+            transfer.done.wait(max(0.0, deadline - time.monotonic()))
+        failed = []
+        with self._lock:
+            for transfer in transfers:
+                self._transfers.pop(transfer.sha, None)
+                self._unsubscribe_all(transfer)
+                if transfer.sha not in self.store:
+                    failed.append(transfer.sha)
+                    log.warning("blob %s not fetched: %s", transfer.sha[:12], transfer.error or "timed out")
+        return failed
+
+    def _unsubscribe_all(self, transfer: _Transfer) -> None:
+        filters = [topics.blob_meta(transfer.swarm, transfer.sha)]
+        filters += [topics.blob_chunk(transfer.swarm, transfer.sha, i) for i in transfer.requested]
+        self.link.unsubscribe(filters)
+
+    def _on_message(self, topic: str, payload: bytes, _retained: bool) -> None:
+        if not payload:  # a retained blob being cleared
+            return
+        try:
+            parsed = topics.parse(topic)
+        except topics.TopicError as exc:
+            self._reject(f"bad blob topic: {exc}")
+            return
+        with self._lock:
+            transfer = self._transfers.get(parsed.sha or "")
+            if transfer is None or transfer.done.is_set():
+                return  # not ours (any more)
+            try:
+                if parsed.kind is topics.Kind.BLOB_META:
+                    self._on_meta(transfer, BlobMeta.parse(payload))
+                elif parsed.kind is topics.Kind.BLOB_CHUNK:
+                    self._on_chunk(transfer, Chunk.parse(payload))
+            except (ProtocolError, ChunkError, ValueError) as exc:
+                self._reject(f"blob {transfer.sha[:12]}: {exc}")
+                if isinstance(exc, ChunkError) and "sha256" in str(exc):
+                    transfer.error = str(exc)
+                    transfer.done.set()
+
+    def _reject(self, why: str) -> None:
+        self.rejected += 1
+        log.warning("rejected blob message: %s", why)
+
+    def _on_meta(self, transfer: _Transfer, meta: BlobMeta) -> None:
+        if meta.info.sha != transfer.sha:
+            raise ProtocolError("meta describes another blob than its topic")
+        if meta.inline is not None:
+            self.store.put(meta.inline, transfer.sha)
+            transfer.done.set()
+            return
+        if transfer.assembler is None:
+            transfer.assembler = Assembler(meta.info, self.max_size)
+            self._request_more(transfer)
+
+    def _on_chunk(self, transfer: _Transfer, chunk: Chunk) -> None:
+        if chunk.info.sha != transfer.sha or transfer.assembler is None:
+            raise ProtocolError("unexpected chunk")
+        blob = transfer.assembler.add(chunk.info, chunk.index, chunk.data)
+        self.link.unsubscribe(topics.blob_chunk(transfer.swarm, transfer.sha, chunk.index))
+        transfer.requested.discard(chunk.index)
+        if blob is not None:
+            self.store.put(blob, transfer.sha)
+            transfer.done.set()
+        else:
+            self._request_more(transfer)
+
+    def _request_more(self, transfer: _Transfer) -> None:
+        assert transfer.assembler is not None
+        count = transfer.assembler.info.count
+        new = []
+        while len(transfer.requested) < self.window and transfer.next_index < count:
+            transfer.requested.add(transfer.next_index)
+            new.append(topics.blob_chunk(transfer.swarm, transfer.sha, transfer.next_index))
+            transfer.next_index += 1
+        if new:
+            self.link.subscribe(new)
+
+
+class UploadReceiver:
+    """Reassembles uploads from nodes; bounded per node so one node cannot exhaust memory."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        max_size: int = 1 << 30,
+        max_per_node: int = 16,
+        stale_after: float = 600.0,
+        on_reject: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.max_size = max_size
+        self.max_per_node = max_per_node
+        self.stale_after = stale_after
+        self.on_reject = on_reject or (lambda reason, detail: None)
+        self._open: dict[tuple[str, str], tuple[Assembler, float]] = {}
+
+    def receive(self, node: str, sha: str, index: int, payload: bytes) -> str | None:
+        """Take one chunk; return the sha when its blob became complete and is stored."""
+        try:
+            chunk = Chunk.parse(payload)
+        except ProtocolError as exc:
+            self.on_reject("malformed", f"upload from {node}: {exc}")
+            return None
+        if chunk.info.sha != sha or chunk.index != index:
+            self.on_reject("malformed", f"upload from {node}: chunk does not match its topic")
+            return None
+        if sha in self.store:
+            return None  # already have it (a duplicate delivery)
+        key = (node, sha)
+        now = time.monotonic()
+        entry = self._open.get(key)
+        try:
+            if entry is None:
+                if sum(1 for n, _ in self._open if n == node) >= self.max_per_node:
+                    self.on_reject("oversized", f"upload from {node}: too many open uploads")
+                    return None
+                entry = (Assembler(chunk.info, self.max_size), now)
+            assembler = entry[0]
+            self._open[key] = (assembler, now)
+            blob = assembler.add(chunk.info, chunk.index, chunk.data)
+        except ChunkError as exc:
+            self._open.pop(key, None)
+            self.on_reject("bad_chunk", f"upload from {node}: {exc}")
+            return None
+        if blob is None:
+            return None
+        del self._open[key]
+        self.store.put(blob, sha)
+        return sha
+
+    def sweep(self) -> int:
+        """Drop uploads that stalled; return how many were dropped."""
+        cutoff = time.monotonic() - self.stale_after
+        stale = [key for key, (_, seen) in self._open.items() if seen < cutoff]
+        for key in stale:
+            del self._open[key]
+        return len(stale)

@@ -1,0 +1,318 @@
+"""A thin adapter over paho-mqtt: one connection, bounded in-flight publishing, routed handlers.
+
+What it adds to paho, and why:
+- MQTT 5 or 3.1.1 (``version="auto"`` tries 5 and falls back), since amqtt, RabbitMQ and NATS
+  speak only 3.1.1 while Mosquitto speaks 5;
+- a persistent session (the broker queues QoS 1 messages while we are away) and
+  re-subscription when the broker lost it;
+- a window on unacknowledged QoS 1 publishes, because paho queues without bound and a broker
+  drops silently past its per-client queue;
+- the broker's maximum packet size (MQTT 5 CONNACK), which paho ignores, for sizing chunks;
+- handlers that never take the network thread down: an exception is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+Handler = Callable[[str, bytes, bool], None]  # topic, payload, retained
+
+log = logging.getLogger("manta_mqtt.transport")
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is: ``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        if "://" not in url:
+            url = "mqtt://" + url
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"unsupported broker URL scheme {parsed.scheme!r}")
+        tls = parsed.scheme in ("mqtts", "ssl")
+        return cls(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or (8883 if tls else 1883),
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            tls=tls,
+        )
+
+    def with_credentials(self, username: str | None, password: str | None) -> BrokerAddress:
+        return BrokerAddress(
+            self.host, self.port, username or self.username, password or self.password, self.tls
+        )
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+VERSIONS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
+
+
+class MqttLink:
+    """One MQTT connection with a persistent session and a bounded publish window."""
+
+    def __init__(
+        self,
+        client_id: str,
+        address: BrokerAddress,
+        *,
+        will: Will | None = None,
+        version: str = "auto",
+        session_expiry: int = 3600,  # 0: a clean session, for short-lived tools
+        keepalive: int = 30,
+        window: int = 16,
+        tls_ca: str | None = None,
+    ) -> None:
+        if version not in ("auto", *VERSIONS):
+            raise ValueError(f"MQTT version must be auto, 5 or 3.1.1, not {version!r}")
+        self.client_id = client_id
+        self.address = address
+        self.will = will
+        self.version = version
+        self.session_expiry = session_expiry
+        self.keepalive = keepalive
+        self.window = window
+        self.tls_ca = tls_ca
+        self.connected = threading.Event()
+        self.protocol: str = ""
+        self.max_packet: int | None = None
+        self.handler_errors = 0
+        self._routes: list[tuple[str, Handler]] = []
+        self._subscriptions: dict[str, int] = {}
+        self._on_connect_hooks: list[Callable[[], None]] = []
+        self._cond = threading.Condition()
+        self._pending: set[int] = set()
+        self._early: set[int] = set()
+        self._connack: tuple[bool, str] | None = None
+        self._closing = False
+        self._client: paho.Client | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def route(self, topic_filter: str, handler: Handler) -> None:
+        """Call ``handler`` for every message matching ``topic_filter`` (first match wins)."""
+        self._routes.append((topic_filter, handler))
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` on the network thread after every (re)connection."""
+        self._on_connect_hooks.append(hook)
+
+    def start(self, timeout: float = 10.0) -> bool:
+        """Connect once (blocking); afterwards paho reconnects by itself with back-off.
+
+        Returns False when the broker cannot be reached or refuses us, so that the caller can
+        retry with its own back-off.
+        """
+        versions = list(VERSIONS) if self.version == "auto" else [self.version]
+        for version in versions:
+            # amqtt leaves a refused MQTT 5 connection half-open, so the probe gets less time
+            probe = min(timeout, 5.0) if len(versions) > 1 and version == "5" else timeout
+            accepted, reason = self._try_connect(version, probe)
+            if accepted:
+                self.protocol = version
+                log.info("connected to %s as %s (MQTT %s)", self.address, self.client_id, version)
+                return True
+            log.info("MQTT %s connection to %s failed: %s", version, self.address, reason)
+            if reason.startswith("unreachable"):
+                break
+        return False
+
+    def _make_client(self, version: str) -> paho.Client:
+        protocol = VERSIONS[version]
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=None if protocol == MQTTProtocolVersion.MQTTv5 else self.session_expiry == 0,
+            protocol=protocol,
+        )
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set(ca_certs=self.tls_ca)
+        if self.will:
+            client.will_set(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
+        client.reconnect_delay_set(1, 30)
+        client.max_inflight_messages_set(self.window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def _try_connect(self, version: str, timeout: float) -> tuple[bool, str]:
+        client = self._make_client(version)
+        self._connack = None
+        properties = None
+        clean_start: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
+        if VERSIONS[version] == MQTTProtocolVersion.MQTTv5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.session_expiry
+            clean_start = self.session_expiry == 0
+        try:
+            client.connect(
+                self.address.host,
+                self.address.port,
+                self.keepalive,
+                clean_start=clean_start,
+                properties=properties,
+            )
+        except (OSError, ValueError) as exc:
+            return False, f"unreachable: {exc}"
+        self._client = client
+        client.loop_start()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._connack is None and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            connack = self._connack
+        if connack is not None and connack[0]:
+            return True, ""
+        client.loop_stop()
+        client.disconnect()
+        self._client = None
+        return False, connack[1] if connack else "no CONNACK (connection closed or timed out)"
+
+    # --- paho callbacks (network thread) -------------------------------------------------
+
+    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, props: Any) -> None:
+        ok = not rc.is_failure
+        with self._cond:
+            self._connack = (ok, str(rc))
+            self._cond.notify_all()
+        if not ok:
+            return
+        if props is not None and hasattr(props, "MaximumPacketSize"):
+            self.max_packet = int(props.MaximumPacketSize)
+        if not flags.session_present and self._subscriptions:
+            client.subscribe([(f, q) for f, q in self._subscriptions.items()])
+        self.connected.set()
+        for hook in self._on_connect_hooks:
+            self._guard(hook)
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.connected.clear()
+        with self._cond:
+            if self._connack is None:
+                self._connack = (False, f"connection closed before CONNACK ({rc})")
+                self._cond.notify_all()
+        if not self._closing and self._connack[0]:
+            log.warning("disconnected from %s (%s); paho reconnects with back-off", self.address, rc)
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        with self._cond:
+            if mid in self._pending:
+                self._pending.discard(mid)
+            else:
+                self._early.add(mid)
+            self._cond.notify_all()
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        for topic_filter, handler in self._routes:
+            if paho.topic_matches_sub(topic_filter, msg.topic):
+                self._guard(handler, msg.topic, msg.payload, bool(msg.retain))
+                return
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a handler bug must not kill the network thread
+            self.handler_errors += 1
+            log.exception("handler %s failed", getattr(fn, "__qualname__", fn))
+
+    # --- operations -----------------------------------------------------------------------
+
+    @property
+    def _paho(self) -> paho.Client:
+        if self._client is None:
+            raise RuntimeError("MqttLink.start() has not succeeded")
+        return self._client
+
+    def subscribe(self, topic_filter: str | list[str], qos: int = 1) -> None:
+        filters = [topic_filter] if isinstance(topic_filter, str) else topic_filter
+        for f in filters:
+            self._subscriptions[f] = qos
+        if self._client is not None and filters:
+            self._client.subscribe([(f, qos) for f in filters])
+
+    def unsubscribe(self, topic_filter: str | list[str]) -> None:
+        filters = [topic_filter] if isinstance(topic_filter, str) else topic_filter
+        for f in filters:
+            self._subscriptions.pop(f, None)
+        if self._client is not None and filters:
+            self._client.unsubscribe(filters)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish; QoS 1 waits while ``window`` earlier publishes are unacknowledged.
+
+        Called from the network thread (a handler), it never waits: that thread is the one
+        that reads the acknowledgements.
+        """
+        client = self._paho
+        on_loop = threading.current_thread() is getattr(client, "_thread", None)
+        if qos and not on_loop:
+            with self._cond:
+                while len(self._pending) >= self.window and not self._closing:
+                    self._cond.wait(0.5)
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise RuntimeError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+        if qos:
+            with self._cond:
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                else:
+                    self._pending.add(info.mid)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every QoS 1 publish so far is acknowledged by the broker."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            return not self._pending
+
+    def stop(self, final: list[tuple[str, bytes]] | None = None) -> None:
+        """Publish ``final`` messages (retained, e.g. an offline status), then disconnect."""
+        if self._client is None:
+            return
+        for topic, payload in final or []:
+            if self.connected.is_set():
+                self.publish(topic, payload, qos=1, retain=True)
+        if self.connected.is_set():
+            self.flush(5.0)
+        self._closing = True
+        with self._cond:
+            self._cond.notify_all()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._client = None
+        self.connected.clear()
