@@ -1,0 +1,178 @@
+"""Real brokers for the tests: amqtt in-process, and a Mosquitto the fixture starts itself on a
+free loopback port with the project's own config (never the system one, never port 1883).
+
+With ``MANTA_REQUIRE_MOSQUITTO=1`` (set by .ci/run) a missing Mosquitto fails the tests
+instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from manta_mqtt.transport.broker import EmbeddedBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+@dataclass
+class BrokerUnderTest:
+    name: str
+    url: str
+    version: str  # the MQTT version clients should speak to it
+    port: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+@pytest.fixture
+def amqtt_broker() -> Iterator[BrokerUnderTest]:
+    with EmbeddedBroker(port=0) as broker:
+        yield BrokerUnderTest("amqtt", broker.url, "3.1.1", broker.port)
+
+
+def mosquitto_config(port: int, extra: str = "") -> str:
+    """The project's dev config with the listener moved to ``port``."""
+    text = (ROOT / "broker_config" / "mosquitto-dev.conf").read_text()
+    text, count = re.subn(r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1", text, flags=re.M)
+    assert count == 1, "broker_config/mosquitto-dev.conf must have 'listener 1883 127.0.0.1'"
+    if os.geteuid() == 0:
+        text += "\nuser root\n"  # as root, mosquitto would otherwise switch to user 'mosquitto'
+    return text + "\n" + textwrap.dedent(extra)
+
+
+class Mosquitto:
+    """A Mosquitto process of our own; restartable on the same port (for failure tests)."""
+
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        if not Path(MOSQUITTO).exists():
+            if os.environ.get("MANTA_REQUIRE_MOSQUITTO") == "1":
+                pytest.fail(f"Mosquitto is required (MANTA_REQUIRE_MOSQUITTO=1) but {MOSQUITTO} is missing")
+            pytest.skip("Mosquitto is not installed (apt-get install mosquitto)")
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(mosquitto_config(self.port, extra))
+        self.log = workdir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[BrokerUnderTest]:
+    server = Mosquitto(tmp_path)
+    server.start()
+    try:
+        yield BrokerUnderTest("mosquitto", f"mqtt://127.0.0.1:{server.port}", "5", server.port)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker(request: pytest.FixtureRequest) -> BrokerUnderTest:
+    """Each test that takes ``broker`` runs once per real broker."""
+    return request.getfixturevalue(f"{request.param}_broker" if request.param == "amqtt" else "mosquitto")
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class NodeProcess:
+    """An ``edge-node start`` process with its own config and data dir."""
+
+    def __init__(self, tmp: Path, node_id: str, broker: BrokerUnderTest, datasets: dict[str, Path]) -> None:
+        self.node_id = node_id
+        home = tmp / node_id
+        home.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "[node]",
+            f'id = "{node_id}"',
+            f'data_dir = "{home / "state"}"',
+            "[broker]",
+            f'url = "{broker.url}"',
+            f'version = "{broker.version}"',
+            "[datasets]",
+            *(f'"{name}" = "{path}"' for name, path in datasets.items()),
+        ]
+        self.config = home / "node.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = home / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NodeProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_node.cli", "start", "--config", str(self.config), "-v"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_nodes(tmp_path: Path) -> Iterator[object]:
+    """``start_nodes(broker, ["n1", "n2"], datasets)`` starts node processes, stopped at teardown."""
+    started: list[NodeProcess] = []
+
+    def start(broker: BrokerUnderTest, ids: list[str], datasets: dict[str, Path]) -> list[NodeProcess]:
+        nodes = [NodeProcess(tmp_path / "nodes", i, broker, datasets).start() for i in ids]
+        started.extend(nodes)
+        return nodes
+
+    yield start
+    for node in started:
+        node.stop()

@@ -1,0 +1,23 @@
+"""A small swarm for integration tests: no torch, deterministic, exact expected results."""
+
+import numpy as np
+
+from manta_mqtt.swarm import Module, Swarm, Task
+
+
+class CounterSwarm(Swarm):
+    name = "counter"
+
+    def __init__(self, rounds=3, delay=0.0):
+        super().__init__()
+        self.worker = Task(Module("worker.py", datasets=["numbers.npy"]), alias="worker", timeout=60)
+        self.aggregator = Task(Module("aggregator.py"), placement="coordinator", timeout=60)
+        self.set_global("x", 0)
+        self.set_global("rounds", rounds)
+        self.set_global("delay", delay)
+        self.set_global("crash", None)  # [node id, x]: that node's worker segfaults at that x
+        self.set_global("nodes", None)  # nodes to schedule each iteration (default: those that answered)
+        self.set_global("weights", np.zeros(300_000, dtype=np.float64))
+
+    def execute(self):
+        return self.aggregator(self.worker())

@@ -1,0 +1,26 @@
+"""Test worker: exercises globals (small and chunked), local data, and results (small and chunked)."""
+
+import ctypes
+import time
+
+import numpy as np
+
+from manta_light.task import Task
+
+
+class Worker(Task):
+    def run(self):
+        x = self.world.globals["x"]
+        weights = self.world.globals["weights"]  # a multi-chunk global
+        if not np.array_equal(weights, np.full(300_000, x, dtype=np.float64)):
+            raise ValueError("chunked global arrived wrong")
+        time.sleep(self.world.globals["delay"])
+        if self.world.globals["crash"] == [self.node_id, x]:
+            ctypes.string_at(0)  # a segfault, on purpose
+        data = self.local.get_numpy_data("numbers.npy")
+        self.world.results.add("val", {"x": x + 1, "sum": int(data.sum()), "node": self.node_id})
+        self.world.results.add("big", np.full(400_000, x + 1, dtype=np.float64))  # uploaded in chunks
+
+
+def main():
+    Worker().run()
