@@ -169,7 +169,9 @@ class EdgeAgent:
         host = EdgeHost(self.node_id, a, self.cache, {k: str(v) for k, v in self.config.datasets.items()})
         missing = self.fetcher.fetch(a.swarm, [a.code.sha, *a.globals.values()], timeout=min(a.timeout, FETCH_TIMEOUT))
         if missing:
-            outcome = TaskOutcome(False, f"could not fetch blob(s) {', '.join(s[:12] for s in missing)} from the broker")
+            outcome = TaskOutcome(
+                False, f"could not fetch blob(s) {', '.join(s[:12] for s in missing)} from the broker"
+            )
         else:
             outcome = run_task(
                 self.cache.path(a.code.sha),
@@ -186,7 +188,14 @@ class EdgeAgent:
         else:
             self.publish_result(a, host, outcome)
             level = logging.INFO if outcome.ok else logging.WARNING
-            log.log(level, "%s iteration %d %s in %.1f s", a.task, a.iteration, "done" if outcome.ok else "FAILED", outcome.duration)
+            log.log(
+                level,
+                "%s iteration %d %s in %.1f s",
+                a.task,
+                a.iteration,
+                "done" if outcome.ok else "FAILED",
+                outcome.duration,
+            )
             if not outcome.ok:
                 log.warning("%s", outcome.error)
         self.running = None

@@ -28,7 +28,13 @@ class EdgeHost:
 
     def context(self) -> dict[str, Any]:
         a = self.assignment
-        return {"node": self.node_id, "swarm": a.swarm, "iteration": a.iteration, "task": a.task, "datasets": self.datasets}
+        return {
+            "node": self.node_id,
+            "swarm": a.swarm,
+            "iteration": a.iteration,
+            "task": a.task,
+            "datasets": self.datasets,
+        }
 
     def get_global(self, tag: str) -> bytes:
         with self._lock:

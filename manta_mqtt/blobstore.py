@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .protocol.chunking import sha256
+from .protocol.topics import TopicError, check_sha
 
 
 class BlobStore:
@@ -20,10 +21,13 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha: str) -> Path:
-        return self.root / sha[:2] / sha
+        return self.root / sha[:2] / check_sha(sha)
 
     def __contains__(self, sha: object) -> bool:
-        return isinstance(sha, str) and self.path(sha).is_file()
+        try:
+            return isinstance(sha, str) and self.path(sha).is_file()
+        except TopicError:
+            return False
 
     def get(self, sha: str) -> bytes:
         return self.path(sha).read_bytes()
@@ -39,6 +43,7 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; blobs are not secrets of one user
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, target)

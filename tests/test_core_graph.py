@@ -218,6 +218,7 @@ def test_task_alias_follows_module_name(tmp_path: Path) -> None:
     module = Module(write(tmp_path / "w.py"), name="trainer")
     assert Task(module).alias == "trainer"
     assert Task(module, alias="other").alias == "other"
+    assert Task(module, alias="").alias == "trainer"  # an empty alias means "use the default"
 
 
 @pytest.mark.parametrize(
@@ -233,7 +234,7 @@ def test_task_alias_follows_module_name(tmp_path: Path) -> None:
         {"alias": "bad alias"},
         {"alias": "a/b"},
         {"alias": "+"},
-        {"alias": ""},
+        {"alias": "x" * 65},
     ],
 )
 def test_task_validation(mod_a: Module, kwargs: dict[str, object]) -> None:
@@ -546,12 +547,24 @@ def test_swarm_base_class_behaviour() -> None:
         swarm.set_global(3, 1)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    reason="BUG: Module.bundle() checks '__pycache__' in the absolute path's parts, so a module that lives "
-    "under any folder named __pycache__ bundles to an empty zip",
-    strict=True,
-)
 def test_bundle_pycache_check_uses_relative_parts(tmp_path: Path) -> None:
     """Only __pycache__ folders inside the module are skipped, not ones above it on disk."""
     module = make_module(tmp_path / "__pycache__" / "proj", "worker")
     assert zipfile.ZipFile(io.BytesIO(module.bundle())).namelist() == ["worker.py"]
+
+
+def test_load_swarm_sibling_import_inside_init(tmp_path: Path, forget_modules: None) -> None:
+    """A sibling module imported inside the Swarm's __init__ resolves like a top-level import does."""
+    write(tmp_path / "sib_lazy.py", "ALIAS = 'lazy'\n")
+    write(
+        tmp_path / "s5.py",
+        """
+        from manta_mqtt.swarm import Swarm
+        class Lazy(Swarm):
+            def __init__(self):
+                super().__init__()
+                from sib_lazy import ALIAS
+                self.alias = ALIAS
+        """,
+    )
+    assert load_swarm(tmp_path / "s5.py").alias == "lazy"  # type: ignore[attr-defined]

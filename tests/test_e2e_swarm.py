@@ -25,9 +25,7 @@ from .conftest import ROOT, BrokerUnderTest, torch_available
 COUNTER = Path(__file__).parent / "swarms" / "counter" / "swarm.py"
 
 
-def run_swarm(
-    swarm_file: Path, broker: BrokerUnderTest, runs: Path, min_nodes: int, **globals_: object
-) -> RunSummary:
+def run_swarm(swarm_file: Path, broker: BrokerUnderTest, runs: Path, min_nodes: int, **globals_: object) -> RunSummary:
     swarm = load_swarm(swarm_file)
     swarm.globals.update(globals_)
     options = CoordinatorOptions(
@@ -118,8 +116,9 @@ def msgpack_garbage(swarm_id: str) -> list[bytes]:
         ResultEnvelope(swarm_id, 0, "worker", "intruder", 0, "ok", {"val": b"x"}).to_bytes(),
         ResultEnvelope(swarm_id, 999, "worker", "n1", 0, "ok", {"val": b"x"}).to_bytes(),
         codec.encode({"v": 2, "swarm": "x"}),
-        codec.encode({"v": 1, "swarm": "no-such-swarm", "iteration": 0, "task": "worker", "node": "n1",
-                      "status": "ok"}),
+        codec.encode(
+            {"v": 1, "swarm": "no-such-swarm", "iteration": 0, "task": "worker", "node": "n1", "status": "ok"}
+        ),
         codec.encode([1, 2, 3]),
         codec.encode({"v": 1}),
     ]
@@ -139,7 +138,7 @@ def flood(address: BrokerAddress, version: str, swarm_id: str, stop: threading.E
         f"manta/v1/swarms/{swarm_id}/uploads/n2/{'zz' * 32}/0",
         f"manta/v1/swarms/{swarm_id}/assign/n1",
         f"manta/v1/swarms/{swarm_id}/assign/n2",
-        f"manta/v1/swarms/other-swarm/assign/n1",
+        "manta/v1/swarms/other-swarm/assign/n1",
         f"manta/v1/swarms/{swarm_id}/state",
         f"manta/v1/swarms/{swarm_id}/blobs/{sha}",
         f"manta/v1/swarms/{swarm_id}/blobs/{sha}/0",
@@ -158,7 +157,9 @@ def flood(address: BrokerAddress, version: str, swarm_id: str, stop: threading.E
 
 
 def test_garbage_on_every_topic_does_not_stop_a_running_swarm(
-    broker: BrokerUnderTest, tmp_path: Path, start_nodes  # type: ignore[no-untyped-def]
+    broker: BrokerUnderTest,
+    tmp_path: Path,
+    start_nodes,  # type: ignore[no-untyped-def]
 ) -> None:
     """Malformed, wrong-version, unknown-swarm and forged messages are logged and counted."""
     ids = ["n1", "n2"]
@@ -207,7 +208,9 @@ def test_seed_mnist_swarm_unchanged(broker: BrokerUnderTest, tmp_path: Path, sta
 
 
 def test_a_crashing_task_fails_its_run_and_the_node_lives_on(
-    amqtt_broker: BrokerUnderTest, tmp_path: Path, start_nodes  # type: ignore[no-untyped-def]
+    amqtt_broker: BrokerUnderTest,
+    tmp_path: Path,
+    start_nodes,  # type: ignore[no-untyped-def]
 ) -> None:
     """A segfault on one node fails that node's run (with the signal); the step goes on with the
     other node, and the crashed node's agent runs the next iteration."""

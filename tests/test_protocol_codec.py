@@ -125,7 +125,7 @@ def test_decode_accepts_bytearray_and_memoryview():
         assert decoded["a"][2].tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("value", [object(), 1j, {1, "a", None} - {None, 1, "a"} | {object()}, type])
+@pytest.mark.parametrize("value", [object(), 1j, [object()], {"k": {object()}}, type, {(1, 2): 3, "x": object()}])
 def test_unencodable_values_are_refused(value):
     """Values msgpack cannot carry raise CodecError."""
     with pytest.raises(CodecError):
@@ -197,9 +197,7 @@ def test_non_contiguous_and_fortran_arrays_round_trip(array):
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (4,), (2, 3)], ids=["0d", "empty", "empty3d", "1d", "2d"])
 def test_every_dtype_and_shape(dtype, shape):
     """Each named dtype keeps dtype and shape, including 0-d and zero-size arrays."""
-    array = np.zeros(shape, dtype=dtype)
-    if array.size:
-        array.reshape(-1)[0] = np.ones((), dtype=dtype) if dtype[0] not in "SU" else "x"
+    array = np.arange(int(np.prod(shape)), dtype=np.int64).astype(dtype).reshape(shape)
     assert_same_array(array, codec.decode(codec.encode(array)))
 
 

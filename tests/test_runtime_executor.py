@@ -66,7 +66,7 @@ def run(tmp_path: Path, source: str, host: MemoryHost | None = None, **kwargs: A
     return run_task(bundle(tmp_path, source), "usertask", host, **options), host
 
 
-API_TASK = '''
+API_TASK = """
 import numpy as np
 from manta_light.task import Task
 from manta_light.utils import numpy_to_bytes, bytes_to_numpy
@@ -95,7 +95,7 @@ class T(Task):
 
 def main():
     T().run()
-'''
+"""
 
 
 def test_task_api_over_the_channel(tmp_path: Path) -> None:
@@ -118,11 +118,7 @@ def test_exception_comes_back_with_its_traceback(tmp_path: Path) -> None:
 
 
 def test_host_refusal_is_an_exception_in_the_task(tmp_path: Path) -> None:
-    source = (
-        "from manta_light.task import Task\n"
-        "def main():\n"
-        "    Task().world.results.select('forbidden')\n"
-    )
+    source = "from manta_light.task import Task\ndef main():\n    Task().world.results.select('forbidden')\n"
     outcome, _ = run(tmp_path, source)
     assert not outcome.ok and "RuntimeError: not here" in outcome.error
 
@@ -140,7 +136,12 @@ def test_os_exit_without_report_is_a_failure(tmp_path: Path) -> None:
 
 
 def test_hang_is_killed_at_the_timeout(tmp_path: Path) -> None:
-    source = "import time, subprocess, sys\ndef main():\n    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n    time.sleep(600)\n"
+    source = (
+        "import time, subprocess, sys\n"
+        "def main():\n"
+        "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "    time.sleep(600)\n"
+    )
     started = time.monotonic()
     outcome, _ = run(tmp_path, source, timeout=2.0)
     assert not outcome.ok and "timed out after 2 s" in outcome.error
@@ -164,8 +165,11 @@ def test_package_module_with_relative_import(tmp_path: Path) -> None:
     path = tmp_path / "pkg.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("pkg/__init__.py", "from .impl import main\n")
-        archive.writestr("pkg/impl.py", "from .helper import VALUE\nfrom manta_light.task import Task\n"
-                         "def main():\n    Task().world.results.add('v', VALUE)\n")
+        archive.writestr(
+            "pkg/impl.py",
+            "from .helper import VALUE\nfrom manta_light.task import Task\n"
+            "def main():\n    Task().world.results.add('v', VALUE)\n",
+        )
         archive.writestr("pkg/helper.py", "VALUE = 'relative import works'\n")
     host = MemoryHost()
     outcome = run_task(path, "pkg", host, timeout=60, workdir=tmp_path / "w")

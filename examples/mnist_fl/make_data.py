@@ -15,9 +15,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 
-def make_partitions(
-    n_nodes: int, seed: int = 0, test_fraction: float = 0.2
-) -> list[dict[str, np.ndarray]]:
+def make_partitions(n_nodes: int, seed: int = 0, test_fraction: float = 0.2) -> list[dict[str, np.ndarray]]:
     """Return one dict of train/test arrays per node."""
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)

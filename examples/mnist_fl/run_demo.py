@@ -51,16 +51,24 @@ def main() -> int:
             log = (STATE / f"node{i}.log").open("w")
             nodes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "edge_node.cli", "start", "--config", str(config),
-                     "--broker", broker.url, "--mqtt-version", "3.1.1"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "edge_node.cli",
+                        "start",
+                        "--config",
+                        str(config),
+                        "--broker",
+                        broker.url,
+                        "--mqtt-version",
+                        "3.1.1",
+                    ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
         print(f"started {args.nodes} edge nodes (logs in {STATE})")
-        options = CoordinatorOptions(
-            runs_dir=STATE / "runs", min_nodes=args.nodes, wait_nodes=60, mqtt_version="3.1.1"
-        )
+        options = CoordinatorOptions(runs_dir=STATE / "runs", min_nodes=args.nodes, wait_nodes=60, mqtt_version="3.1.1")
         started = time.monotonic()
         summary = Coordinator(load_swarm(HERE / "swarm.py"), BrokerAddress.parse(broker.url), options).run()
         elapsed = time.monotonic() - started
@@ -70,10 +78,14 @@ def main() -> int:
         store = RunStore.open(summary.store_path)
         accuracy = final_accuracy(store)
         store.close()
-        print(f"{summary.iterations} iterations in {elapsed:.1f} s ({elapsed / summary.iterations:.1f} s each); "
-              f"results: manta-mqtt results {summary.store_path}")
-        print(f"swarm {summary.state} by its scheduler after {summary.iterations} iterations — "
-              f"final accuracy: {accuracy:.2f}")
+        print(
+            f"{summary.iterations} iterations in {elapsed:.1f} s ({elapsed / summary.iterations:.1f} s each); "
+            f"results: manta-mqtt results {summary.store_path}"
+        )
+        print(
+            f"swarm {summary.state} by its scheduler after {summary.iterations} iterations — "
+            f"final accuracy: {accuracy:.2f}"
+        )
         return 0
     finally:
         for proc in nodes:

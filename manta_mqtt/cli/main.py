@@ -158,11 +158,13 @@ def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: s
     else:
         summary = store.summary()
         final = summary["final"]
-        click.echo(f"swarm {summary['swarm'].get('id')} ({summary['swarm'].get('name')}): {final.get('state')} — {final.get('reason')}")
+        swarm = summary["swarm"]
+        click.echo(f"swarm {swarm.get('id')} ({swarm.get('name')}): {final.get('state')} — {final.get('reason')}")
         click.echo(f"iterations: {summary['iterations']}  result tags: {', '.join(summary['tags'])}")
         for row in store.runs():
             mark = "ok" if row["ok"] else "FAILED"
-            click.echo(f"  iteration {row['iteration']:>3}  {row['task']:<12} {row['node']:<14} {mark:<6} {row['duration']:.2f}s")
+            where = f"{row['task']:<12} {row['node']:<14}"
+            click.echo(f"  iteration {row['iteration']:>3}  {where} {mark:<6} {row['duration']:.2f}s")
     store.close()
 
 

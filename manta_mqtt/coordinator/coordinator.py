@@ -180,7 +180,9 @@ class Coordinator:
         if not link.start():
             store.close()
             raise ConnectionError(f"cannot connect to the broker at {self.broker}")
-        link.subscribe([topics.all_node_status(), topics.swarm_results(self.swarm_id), topics.swarm_uploads(self.swarm_id)])
+        link.subscribe(
+            [topics.all_node_status(), topics.swarm_results(self.swarm_id), topics.swarm_uploads(self.swarm_id)]
+        )
         self.publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
         self.progress.info(f"swarm {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")
         state, reason = "failed", ""
@@ -234,7 +236,8 @@ class Coordinator:
 
     def _loop(self) -> tuple[str, str]:
         assert self.store is not None and self.publisher is not None
-        starts, forced = self.graph.roots(), {}
+        starts: list[str] = self.graph.roots()
+        forced: dict[str, list[str]] = {}
         while True:
             self._decisions = Decisions()
             for alias in self.graph.steps_from(starts):
@@ -365,9 +368,8 @@ class Coordinator:
     def _handle_status(self, status: NodeStatus) -> None:
         before = self.nodes.get(status.node)
         self.nodes[status.node] = status
-        if before is None or before.state == "offline":
-            if status.state != "offline":
-                log.info("node %s online (datasets: %s)", status.node, ", ".join(status.datasets) or "none")
+        if (before is None or before.state == "offline") and status.state != "offline":
+            log.info("node %s online (datasets: %s)", status.node, ", ".join(status.datasets) or "none")
         if status.state == "offline" and self._round is not None and self._round.node_lost(status.node):
             self._node_failed(status.node, "node went offline during the step")
 

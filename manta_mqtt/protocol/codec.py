@@ -74,7 +74,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
 def encode(value: Any) -> bytes:
     """Encode any msgpack-able value; numpy arrays and scalars are supported natively."""
     try:
-        return msgpack.packb(value, default=_default, use_bin_type=True, strict_types=False)
+        data: bytes = msgpack.packb(value, default=_default, use_bin_type=True, strict_types=False)
+        return data
     except CodecError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:

@@ -222,9 +222,7 @@ class Chunk:
     data: bytes | memoryview
 
     def to_bytes(self) -> bytes:
-        return codec.encode(
-            {"v": VERSION, **_info_fields(self.info), "index": self.index, "data": bytes(self.data)}
-        )
+        return codec.encode({"v": VERSION, **_info_fields(self.info), "index": self.index, "data": bytes(self.data)})
 
     @classmethod
     def parse(cls, payload: bytes) -> Chunk:
@@ -326,10 +324,7 @@ Value = bytes | BlobRef  # an encoded value, inline or by reference
 
 
 def _values_to_wire(values: dict[str, Value]) -> dict[str, Any]:
-    return {
-        tag: ({"blob": v.sha, "size": v.size} if isinstance(v, BlobRef) else v)
-        for tag, v in values.items()
-    }
+    return {tag: ({"blob": v.sha, "size": v.size} if isinstance(v, BlobRef) else v) for tag, v in values.items()}
 
 
 def _values_from_wire(data: Any, key: str) -> dict[str, Value]:

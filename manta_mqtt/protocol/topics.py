@@ -62,8 +62,7 @@ def results(swarm: str, node: str) -> str:
 
 def upload_chunk(swarm: str, node: str, sha: str, index: int) -> str:
     return (
-        f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/uploads/"
-        f"{check_id(node, 'node id')}/{check_sha(sha)}/{int(index)}"
+        f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/uploads/{check_id(node, 'node id')}/{check_sha(sha)}/{int(index)}"
     )
 
 

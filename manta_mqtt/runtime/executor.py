@@ -5,6 +5,7 @@ host down; what happened comes back as a :class:`TaskOutcome`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -97,10 +98,8 @@ def run_task(
         if killed:
             _kill(proc)
             break
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.1)
-        except subprocess.TimeoutExpired:
-            pass
     proc.wait()
     channel.close()
     server.join(5)
@@ -117,7 +116,5 @@ def run_task(
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

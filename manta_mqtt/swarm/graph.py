@@ -34,9 +34,7 @@ class Task:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {self.placement!r}")
-        if self.alias is None:
-            self.alias = self.module.name
-        check_id(self.alias, "task alias")
+        self.alias = check_id(self.alias or self.module.name or "", "task alias")
         if isinstance(self.maximum, float) and not 0 < self.maximum <= 1:
             raise ValueError("a fractional maximum must be in (0, 1]")
         if self.timeout <= 0:

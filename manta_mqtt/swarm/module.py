@@ -59,9 +59,10 @@ class Module:
             files = [self.path] if self.path.is_file() else sorted(self.path.rglob("*"))
             root = self.path.parent
             for file in files:
-                if not file.is_file() or "__pycache__" in file.parts or file.suffix in (".pyc", ".pyo"):
+                relative = file.relative_to(root)
+                if not file.is_file() or "__pycache__" in relative.parts or file.suffix in (".pyc", ".pyo"):
                     continue
-                info = zipfile.ZipInfo(file.relative_to(root).as_posix(), _FIXED_TIME)
+                info = zipfile.ZipInfo(relative.as_posix(), _FIXED_TIME)
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, file.read_bytes())
         return buffer.getvalue()

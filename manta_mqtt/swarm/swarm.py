@@ -37,6 +37,20 @@ class Swarm:
             return SwarmGraph(self.execute())
 
 
+def _instantiate(module: object, module_name: str, path: Path, class_name: str | None) -> Swarm:
+    classes = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, Swarm) and obj is not Swarm and obj.__module__ == module_name
+    ]
+    if class_name:
+        classes = [c for c in classes if c.__name__ == class_name]
+    if len(classes) != 1:
+        names = ", ".join(c.__name__ for c in classes) or "none"
+        raise ValueError(f"{path} must define exactly one Swarm subclass (found: {names}); use --swarm NAME")
+    return classes[0]()
+
+
 def load_swarm(path: str | Path, class_name: str | None = None) -> Swarm:
     """Import a swarm file and instantiate its Swarm subclass (module paths are file-relative)."""
     path = Path(path).resolve()
@@ -51,19 +65,11 @@ def load_swarm(path: str | Path, class_name: str | None = None) -> Swarm:
     try:
         with relative_to(path.parent):
             spec.loader.exec_module(module)
+            swarm = _instantiate(module, spec.name, path, class_name)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
     finally:
         sys.path.remove(str(path.parent))
-    classes = [
-        obj
-        for obj in vars(module).values()
-        if inspect.isclass(obj) and issubclass(obj, Swarm) and obj is not Swarm and obj.__module__ == spec.name
-    ]
-    if class_name:
-        classes = [c for c in classes if c.__name__ == class_name]
-    if len(classes) != 1:
-        names = ", ".join(c.__name__ for c in classes) or "none"
-        raise ValueError(f"{path} must define exactly one Swarm subclass (found: {names}); use --swarm NAME")
-    with relative_to(path.parent):
-        swarm = classes[0]()
     swarm.base_dir = path.parent
     return swarm

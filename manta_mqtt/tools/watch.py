@@ -32,7 +32,9 @@ def describe(topic: str, payload: bytes) -> str:
             return f"{topic} {s.state} datasets={s.datasets}{running}"
         if kind is topics.Kind.SWARM_STATE:
             w = SwarmState.parse(payload)
-            return f"{topic} {w.state} iteration={w.iteration} step={w.step} {w.done}/{w.expected} {json.dumps(w.metrics)}"
+            return (
+                f"{topic} {w.state} iteration={w.iteration} step={w.step} {w.done}/{w.expected} {json.dumps(w.metrics)}"
+            )
         if kind is topics.Kind.ASSIGNMENT:
             a = Assignment.parse(payload)
             return f"{topic} run {a.task} iteration={a.iteration} globals={sorted(a.globals)}"
@@ -48,7 +50,9 @@ def describe(topic: str, payload: bytes) -> str:
         return f"{topic} INVALID ({len(payload)} bytes): {exc}"
 
 
-def watch(address: BrokerAddress, *, version: str, topic_filter: str, emit: Callable[[str], None], stop: threading.Event) -> None:
+def watch(
+    address: BrokerAddress, *, version: str, topic_filter: str, emit: Callable[[str], None], stop: threading.Event
+) -> None:
     link = MqttLink(f"watch-{int(time.time() * 1000) % 10**9}", address, version=version, session_expiry=0)
 
     def on_message(topic: str, payload: bytes, retained: bool) -> None:

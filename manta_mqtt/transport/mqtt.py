@@ -58,9 +58,7 @@ class BrokerAddress:
         )
 
     def with_credentials(self, username: str | None, password: str | None) -> BrokerAddress:
-        return BrokerAddress(
-            self.host, self.port, username or self.username, password or self.password, self.tls
-        )
+        return BrokerAddress(self.host, self.port, username or self.username, password or self.password, self.tls)
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
@@ -174,7 +172,7 @@ class MqttLink:
         properties = None
         clean_start: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
         if VERSIONS[version] == MQTTProtocolVersion.MQTTv5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self.session_expiry
             clean_start = self.session_expiry == 0
         try:

@@ -12,9 +12,7 @@ class MLP(nn.Module):
     the same model.
     """
 
-    def __init__(
-        self, in_features: int = 64, hidden: int = 64, n_classes: int = 10, seed: int = 0
-    ) -> None:
+    def __init__(self, in_features: int = 64, hidden: int = 64, n_classes: int = 10, seed: int = 0) -> None:
         super().__init__()
         torch.manual_seed(seed)
         self.net = nn.Sequential(
@@ -29,15 +27,9 @@ class MLP(nn.Module):
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Return a copy of the parameters as numpy arrays, keyed by name."""
-        return {
-            name: tensor.detach().cpu().numpy().copy()
-            for name, tensor in self.state_dict().items()
-        }
+        return {name: tensor.detach().cpu().numpy().copy() for name, tensor in self.state_dict().items()}
 
     def set_weights(self, weights: dict) -> None:
         """Load parameters from a dict of arrays (read-only arrays are copied)."""
-        state = {
-            name: torch.tensor(np.array(w), dtype=self.state_dict()[name].dtype)
-            for name, w in weights.items()
-        }
+        state = {name: torch.tensor(np.array(w), dtype=self.state_dict()[name].dtype) for name, w in weights.items()}
         self.load_state_dict(state)

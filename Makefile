@@ -1,0 +1,46 @@
+# manta-mqtt: `make demo` runs the federated swarm; `make test` runs the suite.
+# Both set up everything first (a .venv with pinned torch, and Mosquitto for the tests).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# The CPU build: an unpinned torch would pull a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: setup demo test lint unit bench clean mosquitto
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev,torch]'
+	touch $(STAMP)
+
+# The tests start their own Mosquitto on a free port; they only need the binary.
+mosquitto:
+	@test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto)
+
+demo: setup
+	$(BIN)/python examples/mnist_fl/run_demo.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check manta_mqtt manta_light edge_node tests bench
+	$(BIN)/mypy
+
+test: setup mosquitto lint
+	$(BIN)/python -m pytest -q -rs
+
+unit: setup
+	$(BIN)/python -m pytest -q -rs --ignore=tests/test_e2e_swarm.py
+
+bench: setup
+	$(BIN)/python bench/bench_transfer.py
+	$(BIN)/python bench/bench_codec.py
+
+clean:
+	rm -rf $(VENV) .demo manta_runs .pytest_cache .mypy_cache .ruff_cache
