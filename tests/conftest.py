@@ -8,23 +8,18 @@ instead of skipping them.
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import socket
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from manta_mqtt.tools.mosquitto import MosquittoProcess, find_mosquitto
 from manta_mqtt.transport.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 @dataclass
@@ -35,71 +30,26 @@ class BrokerUnderTest:
     port: int
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
-
-
 @pytest.fixture
 def amqtt_broker() -> Iterator[BrokerUnderTest]:
     with EmbeddedBroker(port=0) as broker:
         yield BrokerUnderTest("amqtt", broker.url, "3.1.1", broker.port)
 
 
-def mosquitto_config(port: int, extra: str = "") -> str:
-    """The project's dev config with the listener moved to ``port``."""
-    text = (ROOT / "broker_config" / "mosquitto-dev.conf").read_text()
-    text, count = re.subn(r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1", text, flags=re.M)
-    assert count == 1, "broker_config/mosquitto-dev.conf must have 'listener 1883 127.0.0.1'"
-    if os.geteuid() == 0:
-        text += "\nuser root\n"  # as root, mosquitto would otherwise switch to user 'mosquitto'
-    return text + "\n" + textwrap.dedent(extra)
-
-
-class Mosquitto:
-    """A Mosquitto process of our own; restartable on the same port (for failure tests)."""
-
-    def __init__(self, workdir: Path, extra: str = "") -> None:
-        if not Path(MOSQUITTO).exists():
-            if os.environ.get("MANTA_REQUIRE_MOSQUITTO") == "1":
-                pytest.fail(f"Mosquitto is required (MANTA_REQUIRE_MOSQUITTO=1) but {MOSQUITTO} is missing")
-            pytest.skip("Mosquitto is not installed (apt-get install mosquitto)")
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(mosquitto_config(self.port, extra))
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+def mosquitto_binary() -> str:
+    binary = find_mosquitto()
+    if binary is None:
+        if os.environ.get("MANTA_REQUIRE_MOSQUITTO") == "1":
+            pytest.fail("Mosquitto is required (MANTA_REQUIRE_MOSQUITTO=1) but is not installed")
+        pytest.skip("Mosquitto is not installed (apt-get install mosquitto)")
+    return binary
 
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[BrokerUnderTest]:
-    server = Mosquitto(tmp_path)
-    server.start()
+    server = MosquittoProcess(tmp_path / "mosquitto", binary=mosquitto_binary()).start()
     try:
-        yield BrokerUnderTest("mosquitto", f"mqtt://127.0.0.1:{server.port}", "5", server.port)
+        yield BrokerUnderTest("mosquitto", server.url, "5", server.port)
     finally:
         server.stop()
 

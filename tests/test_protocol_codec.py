@@ -149,7 +149,7 @@ shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
 arrays = supported_dtypes.flatmap(lambda dt: hnp.arrays(dt, shapes))
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays)
 def test_arrays_round_trip(array):
     """Arrays of every supported dtype, byte order and shape (0-d and 0-size included) round-trip."""

@@ -9,6 +9,7 @@ count it and drop it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -33,7 +34,8 @@ def _get(data: dict[str, Any], key: str, kind: type[T] | tuple[type, ...], defau
             raise ProtocolError(f"missing field {key!r}")
         return default
     value = data[key]
-    if isinstance(value, bool) and kind in (int, float):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
         raise ProtocolError(f"field {key!r}: expected {kind}, got bool")
     if not isinstance(value, kind):
         raise ProtocolError(f"field {key!r}: expected {kind}, got {type(value).__name__}")
@@ -61,6 +63,32 @@ def _sha(value: Any, key: str) -> str:
         raise ProtocolError(f"field {key!r}: {exc}") from exc
 
 
+def _finite(data: dict[str, Any], key: str, default: Any = ...) -> float:
+    value = _get(data, key, (int, float), default)
+    try:
+        number = float(value)
+    except OverflowError as exc:
+        raise ProtocolError(f"field {key!r} is out of range") from exc
+    if not math.isfinite(number) or number < 0:
+        raise ProtocolError(f"field {key!r} must be a finite number >= 0")
+    return number
+
+
+def _metrics(values: dict[Any, Any]) -> dict[str, float]:
+    """Finite numeric metrics only: JSON cannot carry NaN or infinity."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        try:
+            number = float(value)
+        except OverflowError:
+            continue
+        if math.isfinite(number):
+            out[str(key)] = number
+    return out
+
+
 def _str_list(data: dict[str, Any], key: str, default: Any = ...) -> list[str]:
     values = _get(data, key, list, default)
     if not all(isinstance(v, str) for v in values):
@@ -79,7 +107,7 @@ def _load_msgpack(payload: bytes) -> dict[str, Any]:
 def _load_json(payload: bytes) -> dict[str, Any]:
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from exc
     return _check_version(data)
 
@@ -88,7 +116,7 @@ def _check_version(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProtocolError(f"expected a map, got {type(data).__name__}")
     version = data.get("v")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise ProtocolError(f"unsupported schema version {version!r} (this side speaks {VERSION})")
     return data
 
@@ -153,7 +181,8 @@ class SwarmState:
         return self.state in self.TERMINAL
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"v": VERSION, **asdict(self)}, sort_keys=True).encode()
+        fields = asdict(self) | {"metrics": _metrics(self.metrics)}
+        return json.dumps({"v": VERSION, **fields}, sort_keys=True, allow_nan=False).encode()
 
     @classmethod
     def parse(cls, payload: bytes) -> SwarmState:
@@ -170,7 +199,7 @@ class SwarmState:
             step=_get(data, "step", str, ""),
             done=_nonneg(data, "done", 0),
             expected=_nonneg(data, "expected", 0),
-            metrics={str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            metrics=_metrics(metrics),
             reason=_get(data, "reason", str, ""),
         )
 
@@ -297,7 +326,7 @@ class Assignment:
             if not isinstance(tag, str):
                 raise ProtocolError("global tags must be strings")
             _sha(sha, f"globals.{tag}")
-        timeout = _get(data, "timeout", (int, float))
+        timeout = _finite(data, "timeout")
         if not 0 < timeout <= 7 * 24 * 3600:
             raise ProtocolError(f"timeout {timeout} out of range")
         return cls(
@@ -415,5 +444,5 @@ class ResultEnvelope:
             schedule=schedule,
             stop=_get(data, "stop", bool, False),
             error=_get(data, "error", str, ""),
-            duration=float(_get(data, "duration", (int, float), 0.0)),
+            duration=_finite(data, "duration", 0.0),
         )

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 ROOT = "manta/v1"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SHA = re.compile(r"[0-9a-f]{64}")
+MAX_INDEX = 999_999_999
 
 
 class TopicError(ValueError):
@@ -22,13 +23,13 @@ class TopicError(ValueError):
 
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a safe topic level (no wildcards, no slashes, bounded)."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise TopicError(f"invalid {what}: {value!r} (want [A-Za-z0-9_.-], 1-64 chars)")
     return value
 
 
 def check_sha(value: str) -> str:
-    if not isinstance(value, str) or not _SHA.match(value):
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
         raise TopicError(f"invalid sha256: {value!r}")
     return value
 
@@ -48,8 +49,14 @@ def blob_meta(swarm: str, sha: str) -> str:
     return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/blobs/{check_sha(sha)}"
 
 
+def _check_index(index: int) -> int:
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+        raise TopicError(f"invalid chunk index: {index!r}")
+    return index
+
+
 def blob_chunk(swarm: str, sha: str, index: int) -> str:
-    return f"{blob_meta(swarm, sha)}/{int(index)}"
+    return f"{blob_meta(swarm, sha)}/{_check_index(index)}"
 
 
 def assignment(swarm: str, node: str) -> str:
@@ -118,7 +125,7 @@ class Topic:
 
 
 def _index(text: str) -> int:
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise TopicError(f"invalid chunk index: {text!r}")
     return int(text)
 

@@ -1,0 +1,76 @@
+"""Encoding a model for the wire: the codec's native ndarray extension versus Manta's path
+(numpy_to_bytes -> .npy bytes inside msgpack) and pickle, side by side.
+
+    python bench/bench_codec.py [--params 10000000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from typing import Any
+
+import numpy as np
+from _common import median_seconds, write
+
+from manta_mqtt.protocol import codec
+from manta_mqtt.runtime.utils import bytes_to_numpy, numpy_to_bytes
+
+
+def model(params: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    layers = {}
+    left = params
+    i = 0
+    while left > 0:
+        n = min(left, params // 4 + 1)
+        layers[f"layer{i}.weight"] = rng.standard_normal(n, dtype=np.float32)
+        left -= n
+        i += 1
+    return layers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--params", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    weights = model(args.params)
+    native = codec.encode(weights)
+    npy = codec.encode(numpy_to_bytes(weights))
+    pickled = pickle.dumps(weights, protocol=5)
+    cases: dict[str, tuple[Any, Any]] = {
+        "codec ndarray ext": (lambda: codec.encode(weights), lambda: codec.decode(native)),
+        "numpy_to_bytes + msgpack (Manta)": (
+            lambda: codec.encode(numpy_to_bytes(weights)),
+            lambda: bytes_to_numpy(codec.decode(npy)),
+        ),
+        "pickle (unsafe on the network; reference only)": (
+            lambda: pickle.dumps(weights, protocol=5),
+            lambda: pickle.loads(pickled),  # noqa: S301 - our own bytes, for comparison
+        ),
+    }
+    sizes = {"codec ndarray ext": len(native), "numpy_to_bytes + msgpack (Manta)": len(npy)}
+    sizes["pickle (unsafe on the network; reference only)"] = len(pickled)
+    rows = []
+    base_enc = base_dec = 0.0
+    for name, (enc, dec) in cases.items():
+        enc_s = median_seconds(enc, args.repeat)
+        dec_s = median_seconds(dec, args.repeat)
+        if not rows:
+            base_enc, base_dec = enc_s, dec_s
+        row = {
+            "case": name,
+            "bytes": sizes[name],
+            "encode_s": round(enc_s, 4),
+            "decode_s": round(dec_s, 4),
+            "encode_vs_codec": round(enc_s / base_enc, 2),
+            "decode_vs_codec": round(dec_s / base_dec, 2),
+        }
+        print(row)
+        rows.append(row)
+    write("codec", rows, params=args.params, repeat=args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Moving a large value through a broker: chunked blob (publish -> fetch -> verified on disk)
+versus one raw MQTT publish of the same bytes, side by side, on Mosquitto and amqtt.
+
+    python bench/bench_transfer.py [--sizes 1,4,16,64] [--repeat 3]
+
+Raw publishes above the broker's max_packet_size (8 MiB in broker_config) are not possible,
+which is the point of chunking; those rows report the chunked numbers alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from _common import median_seconds, write
+
+from manta_mqtt.blobstore import BlobStore
+from manta_mqtt.tools.mosquitto import MosquittoProcess
+from manta_mqtt.transport.blobs import BlobFetcher, BlobPublisher
+from manta_mqtt.transport.broker import EmbeddedBroker
+from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
+
+MIB = 1024 * 1024
+RAW_LIMIT = 8 * MIB - 4096
+
+
+def measure(url: str, version: str, sizes: list[int], repeat: int, tmp: Path) -> list[dict[str, Any]]:
+    address = BrokerAddress.parse(url)
+    pub = MqttLink("bench-pub", address, version=version, session_expiry=0)
+    sub = MqttLink("bench-sub", address, version=version, session_expiry=0)
+    got = threading.Event()
+    sub.route("bench/raw", lambda t, p, r: got.set())
+    assert pub.start() and sub.start()
+    sub.subscribe("bench/raw")
+    fetcher = BlobFetcher(sub, BlobStore(tmp / "first"))
+    rows = []
+    for size_mib in sizes:
+        data = os.urandom(size_mib * MIB)
+        publisher = BlobPublisher(pub, "bench", chunk_size=MIB)
+        counter = [0]
+
+        def chunked() -> None:
+            counter[0] += 1
+            store = fetcher.store = BlobStore(tmp / f"{size_mib}-{counter[0]}")  # a cold cache each time
+            publisher.published.clear()
+            sha = publisher.publish(data)
+            failed = fetcher.fetch("bench", [sha], timeout=300)
+            assert not failed and store.get(sha) == data
+            publisher.clear(sha)
+
+        def raw() -> None:
+            got.clear()
+            pub.publish("bench/raw", data)
+            assert got.wait(300)
+
+        chunked_s = median_seconds(chunked, repeat)
+        row: dict[str, Any] = {"size_mib": size_mib, "chunked_s": round(chunked_s, 4),
+                               "chunked_mib_s": round(size_mib / chunked_s, 1)}
+        if size_mib * MIB <= RAW_LIMIT:
+            raw_s = median_seconds(raw, repeat)
+            row |= {"raw_s": round(raw_s, 4), "chunked_over_raw": round(chunked_s / raw_s, 2)}
+        print(row)
+        rows.append(row)
+    pub.stop()
+    sub.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1,4,16,64")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with MosquittoProcess(Path(tmp) / "mosquitto") as mosquitto:
+            print(f"mosquitto (MQTT 5) on {mosquitto.url}")
+            for row in measure(mosquitto.url, "5", sizes, args.repeat, Path(tmp)):
+                results.append({"broker": "mosquitto", **row})
+        with EmbeddedBroker(port=0) as amqtt:
+            print(f"amqtt (MQTT 3.1.1) on {amqtt.url}")
+            for row in measure(amqtt.url, "3.1.1", sizes, args.repeat, Path(tmp)):
+                results.append({"broker": "amqtt", **row})
+    write("transfer", results, repeat=args.repeat, chunk_mib=1)
+
+
+if __name__ == "__main__":
+    main()
