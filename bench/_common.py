@@ -14,6 +14,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls, after one warm-up call that is not counted."""
+    fn()
     times = []
     for _ in range(repeat):
         started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 - :class:`BlobPublisher` (coordinator): retained chunks, then a retained meta; a blob already
   published is not sent again; :meth:`BlobPublisher.clear` removes it from the broker.
-- :class:`BlobFetcher` (node): subscribes to the meta, then to at most ``window`` chunk topics
+- :class:`BlobFetcher` (node): subscribes to the meta and to at most ``window`` chunk topics
   at a time, so the broker never queues more than that many chunks toward a small device.
 - :class:`UploadReceiver` (coordinator): reassembles chunks uploaded by nodes, bounded in size
   and count per node, and hands over only verified blobs.
@@ -114,8 +114,14 @@ class BlobFetcher:
             for sha in wanted:
                 transfer = self._transfers.setdefault(sha, _Transfer(swarm, sha))
                 transfers.append(transfer)
-        if transfers:
-            self.link.subscribe([topics.blob_meta(swarm, t.sha) for t in transfers])
+        filters = []
+        for transfer in transfers:  # the meta, and the first window of chunks: one round trip
+            transfer.requested = set(range(self.window))
+            transfer.next_index = self.window
+            filters.append(topics.blob_meta(swarm, transfer.sha))
+            filters += [topics.blob_chunk(swarm, transfer.sha, i) for i in range(self.window)]
+        if filters:
+            self.link.subscribe(filters)
         deadline = time.monotonic() + timeout
         for transfer in transfers:
             transfer.done.wait(max(0.0, deadline - time.monotonic()))
@@ -173,8 +179,10 @@ class BlobFetcher:
             self._request_more(transfer)
 
     def _on_chunk(self, transfer: _Transfer, chunk: Chunk) -> None:
-        if chunk.info.sha != transfer.sha or transfer.assembler is None:
-            raise ProtocolError("unexpected chunk")
+        if chunk.info.sha != transfer.sha:
+            raise ProtocolError("chunk describes another blob than its topic")
+        if transfer.assembler is None:  # chunks describe their blob: no need to wait for the meta
+            transfer.assembler = Assembler(chunk.info, self.max_size)
         blob = transfer.assembler.add(chunk.info, chunk.index, chunk.data)
         self.link.unsubscribe(topics.blob_chunk(transfer.swarm, transfer.sha, chunk.index))
         transfer.requested.discard(chunk.index)
@@ -187,6 +195,7 @@ class BlobFetcher:
     def _request_more(self, transfer: _Transfer) -> None:
         assert transfer.assembler is not None
         count = transfer.assembler.info.count
+        transfer.requested = {i for i in transfer.requested if i < count}
         new = []
         while len(transfer.requested) < self.window and transfer.next_index < count:
             transfer.requested.add(transfer.next_index)
