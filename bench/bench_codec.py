@@ -47,7 +47,7 @@ def main() -> None:
         ),
         "pickle (unsafe on the network; reference only)": (
             lambda: pickle.dumps(weights, protocol=5),
-            lambda: pickle.loads(pickled),  # noqa: S301 - our own bytes, for comparison
+            lambda: pickle.loads(pickled),  # our own bytes, for comparison only
         ),
     }
     sizes = {"codec ndarray ext": len(native), "numpy_to_bytes + msgpack (Manta)": len(npy)}

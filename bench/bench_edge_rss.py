@@ -33,9 +33,7 @@ def main() -> None:
         config = Path(tmp) / "node.toml"
         config.write_text(f'[node]\nid = "rss"\ndata_dir = "{tmp}/state"\n[broker]\nurl = "{broker.url}"\n')
         agent = subprocess.Popen([sys.executable, "-m", "edge_node.cli", "start", "--config", str(config), "-q"])
-        bare = subprocess.Popen(
-            [sys.executable, "-c", "import paho.mqtt.client, msgpack, numpy, time; time.sleep(60)"]
-        )
+        bare = subprocess.Popen([sys.executable, "-c", "import paho.mqtt.client, msgpack, numpy, time; time.sleep(60)"])
         time.sleep(args.settle)
         rows = [
             {"process": "edge-node agent (idle, connected)", "rss_mib": round(rss_kib(agent.pid) / 1024, 1)},

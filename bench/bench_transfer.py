@@ -41,25 +41,27 @@ def measure(url: str, version: str, sizes: list[int], repeat: int, tmp: Path) ->
     for size_mib in sizes:
         data = os.urandom(size_mib * MIB)
         publisher = BlobPublisher(pub, "bench", chunk_size=MIB)
-        counter = [0]
+        runs = iter(range(10**6))
 
-        def chunked() -> None:
-            counter[0] += 1
-            store = fetcher.store = BlobStore(tmp / f"{size_mib}-{counter[0]}")  # a cold cache each time
+        def chunked(data: bytes = data, publisher: BlobPublisher = publisher, runs: Any = runs) -> None:
+            store = fetcher.store = BlobStore(tmp / f"{len(data)}-{next(runs)}")  # a cold cache each time
             publisher.published.clear()
             sha = publisher.publish(data)
             failed = fetcher.fetch("bench", [sha], timeout=300)
             assert not failed and store.get(sha) == data
             publisher.clear(sha)
 
-        def raw() -> None:
+        def raw(data: bytes = data) -> None:
             got.clear()
             pub.publish("bench/raw", data)
             assert got.wait(300)
 
         chunked_s = median_seconds(chunked, repeat)
-        row: dict[str, Any] = {"size_mib": size_mib, "chunked_s": round(chunked_s, 4),
-                               "chunked_mib_s": round(size_mib / chunked_s, 1)}
+        row: dict[str, Any] = {
+            "size_mib": size_mib,
+            "chunked_s": round(chunked_s, 4),
+            "chunked_mib_s": round(size_mib / chunked_s, 1),
+        }
         if size_mib * MIB <= RAW_LIMIT:
             raw_s = median_seconds(raw, repeat)
             row |= {"raw_s": round(raw_s, 4), "chunked_over_raw": round(chunked_s / raw_s, 2)}
@@ -80,12 +82,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with MosquittoProcess(Path(tmp) / "mosquitto") as mosquitto:
             print(f"mosquitto (MQTT 5) on {mosquitto.url}")
-            for row in measure(mosquitto.url, "5", sizes, args.repeat, Path(tmp)):
-                results.append({"broker": "mosquitto", **row})
+            rows = measure(mosquitto.url, "5", sizes, args.repeat, Path(tmp))
+            results += [{"broker": "mosquitto", **row} for row in rows]
         with EmbeddedBroker(port=0) as amqtt:
             print(f"amqtt (MQTT 3.1.1) on {amqtt.url}")
-            for row in measure(amqtt.url, "3.1.1", sizes, args.repeat, Path(tmp)):
-                results.append({"broker": "amqtt", **row})
+            rows = measure(amqtt.url, "3.1.1", sizes, args.repeat, Path(tmp))
+            results += [{"broker": "amqtt", **row} for row in rows]
     write("transfer", results, repeat=args.repeat, chunk_mib=1)
 
 

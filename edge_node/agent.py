@@ -26,6 +26,7 @@ from .host import EdgeHost
 
 log = logging.getLogger("edge_node")
 
+AGENT = f"manta-mqtt {__version__}"
 MAX_ASSIGNMENT_BYTES = 1024 * 1024
 FETCH_TIMEOUT = 600.0
 
@@ -43,11 +44,11 @@ class EdgeAgent:
         self.running: Assignment | None = None
         self.cancel = threading.Event()
         self.tasks_run = 0
-        status_topic = topics.node_status(self.node_id)
+        will = NodeStatus(self.node_id, "offline", sorted(config.datasets), self.session, agent=AGENT)
         self.link = MqttLink(
             self.node_id,
             config.broker,
-            will=Will(status_topic, self._status("offline").to_bytes()),
+            will=Will(topics.node_status(self.node_id), will.to_bytes()),
             version=config.mqtt_version,
             tls_ca=config.tls_ca,
         )
@@ -64,8 +65,8 @@ class EdgeAgent:
             r = self.running
             running = f"{r.swarm}/{r.iteration}/{r.task}"
         rejected = dict(self.rejected)
-        if self.fetcher_rejected:
-            rejected["blob"] = self.fetcher_rejected
+        if self.fetcher.rejected:
+            rejected["blob"] = self.fetcher.rejected
         return NodeStatus(
             node=self.node_id,
             state=state,
@@ -73,13 +74,8 @@ class EdgeAgent:
             session=self.session,
             running=running,
             rejected=rejected,
-            agent=f"manta-mqtt {__version__}",
+            agent=AGENT,
         )
-
-    @property
-    def fetcher_rejected(self) -> int:
-        fetcher = getattr(self, "fetcher", None)
-        return fetcher.rejected if fetcher is not None else 0
 
     def announce(self) -> None:
         state = "busy" if self.running is not None else "online"

@@ -108,7 +108,9 @@ def test_blob_published_once_fetched_in_chunks_and_by_a_late_joiner(broker: Brok
         client.stop()
 
 
-def test_small_blob_travels_inline_and_cache_hits_skip_the_network(amqtt_broker: BrokerUnderTest, tmp_path: Path) -> None:
+def test_small_blob_travels_inline_and_cache_hits_skip_the_network(
+    amqtt_broker: BrokerUnderTest, tmp_path: Path
+) -> None:
     coordinator = link(amqtt_broker, "coord-s")
     sha = BlobPublisher(coordinator, "swarm-s").publish(b"hyperparameters")
     node = link(amqtt_broker, "node-s")

@@ -332,8 +332,9 @@ class Coordinator:
         if not ok:
             first = next(iter(step.outcomes.values())).error
             raise SwarmFailed(f"task {task.name} failed on every node; first error:\n{first}")
-        self.metrics = self._step_metrics(task.name) or self.metrics
-        self.progress.step_finished(self.iteration, task.name, len(ok), len(nodes), self._step_metrics(task.name))
+        metrics = self._step_metrics(task.name)
+        self.metrics = metrics or self.metrics
+        self.progress.step_finished(self.iteration, task.name, len(ok), len(nodes), metrics)
 
     def _step_metrics(self, task: str) -> dict[str, float]:
         assert self.store is not None
@@ -398,8 +399,9 @@ class Coordinator:
         if verdict is not Verdict.ACCEPTED:
             self.reject(verdict.value, f"results from {node} for {envelope.task}@{envelope.iteration}")
             return
-        missing = [v.sha for v in [*envelope.results.values(), *envelope.globals.values()] if isinstance(v, BlobRef)]
-        missing = [sha for sha in missing if sha not in self.store.blobs]  # type: ignore[union-attr]
+        assert self.store is not None
+        refs = [v.sha for v in [*envelope.results.values(), *envelope.globals.values()] if isinstance(v, BlobRef)]
+        missing = [sha for sha in refs if sha not in self.store.blobs]
         if missing:
             self._parked[node] = (envelope, missing)
             return
