@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -30,10 +31,10 @@ class ConsoleProgress:
         self._bar_task: int | None = None
 
     def info(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}", markup=True)
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, soft_wrap=True)
 
     def step_started(self, iteration: int, task: str, nodes: list[str]) -> None:
         if not self.console.is_terminal:
@@ -62,8 +63,8 @@ class ConsoleProgress:
         self._close_bar()
         where = f"{ok}/{total} nodes" if total else "coordinator"
         line = f"iteration {iteration:>3}  {task:<12} {where:<12} {format_metrics(metrics)}"
-        self.console.print(line.rstrip(), markup=False)
+        self.console.print(line.rstrip(), markup=False, soft_wrap=True)
 
     def finished(self, state: str, reason: str, iterations: int) -> None:
         self._close_bar()
-        self.console.print(f"swarm {state} after {iterations} iteration(s): {reason}", markup=False)
+        self.console.print(f"swarm {state} after {iterations} iteration(s): {reason}", markup=False, soft_wrap=True)

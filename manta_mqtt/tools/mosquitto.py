@@ -43,9 +43,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 def config_for_port(port: int, base: Path = DEV_CONFIG, extra: str = "") -> str:
     """``base`` with its ``listener 1883 127.0.0.1`` moved to ``port``."""
-    text, count = re.subn(
-        r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1", base.read_text(), flags=re.M
-    )
+    text, count = re.subn(r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1", base.read_text(), flags=re.M)
     if count != 1:
         raise ValueError(f"{base} must contain the line 'listener 1883 127.0.0.1'")
     if os.geteuid() == 0:
