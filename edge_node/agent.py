@@ -11,12 +11,13 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 
 from manta_mqtt import __version__
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.messages import Assignment, NodeStatus, ProtocolError, ResultEnvelope, SwarmState, Value
+from manta_mqtt.protocol.rejections import Rejections
 from manta_mqtt.runtime.executor import TaskOutcome, run_task
 from manta_mqtt.transport.blobs import BlobFetcher, upload
 from manta_mqtt.transport.mqtt import MqttLink, Will
@@ -36,7 +37,7 @@ class EdgeAgent:
         self.config = config
         self.node_id = config.node_id
         self.session = int(time.time() * 1000)
-        self.rejected: Counter[str] = Counter()
+        self.reject = Rejections(log)
         self.cache = BlobStore(config.data_dir / "cache")
         self.jobs: queue.Queue[Assignment] = queue.Queue()
         self.finished_swarms: set[str] = set()
@@ -52,7 +53,7 @@ class EdgeAgent:
             version=config.mqtt_version,
             tls_ca=config.tls_ca,
         )
-        self.fetcher = BlobFetcher(self.link, self.cache)
+        self.fetcher = BlobFetcher(self.link, self.cache, on_reject=self.reject)
         self.link.route(topics.my_assignments(self.node_id), self._on_assignment)
         self.link.route(topics.all_swarm_states(), self._on_swarm_state)
         self.link.on_connect(self.announce)
@@ -64,9 +65,7 @@ class EdgeAgent:
         if self.running is not None:
             r = self.running
             running = f"{r.swarm}/{r.iteration}/{r.task}"
-        rejected = dict(self.rejected)
-        if self.fetcher.rejected:
-            rejected["blob"] = self.fetcher.rejected
+        rejected = self.reject.as_dict()
         return NodeStatus(
             node=self.node_id,
             state=state,
@@ -82,10 +81,6 @@ class EdgeAgent:
         self.link.publish(topics.node_status(self.node_id), self._status(state).to_bytes(), retain=True)
 
     # --- network thread -----------------------------------------------------------------------
-
-    def reject(self, reason: str, detail: str) -> None:
-        self.rejected[reason] += 1
-        log.warning("rejected (%s): %s", reason, detail)
 
     def _on_assignment(self, topic: str, payload: bytes, _retained: bool) -> None:
         if not payload:

@@ -11,9 +11,7 @@ import queue
 import random
 import re
 import secrets
-import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from ..protocol.messages import (
     SwarmState,
     Value,
 )
+from ..protocol.rejections import Rejections
 from ..runtime.executor import run_task
 from ..swarm.graph import SwarmGraph, Task
 from ..swarm.swarm import Swarm
@@ -100,8 +99,7 @@ class Coordinator:
         topics.check_id(self.swarm_id, "swarm id")
         self.rng = random.Random(self.options.seed)
         self.nodes: dict[str, NodeStatus] = {}
-        self.rejected: Counter[str] = Counter()
-        self._reject_lock = threading.Lock()
+        self.reject = Rejections(log)
         self.events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self.globals: dict[str, str] = {}
         self.code: dict[str, CodeRef] = {}
@@ -117,11 +115,6 @@ class Coordinator:
         self._uploads: UploadReceiver | None = None
 
     # --- network thread: classify and queue ------------------------------------------------
-
-    def reject(self, reason: str, detail: str) -> None:
-        with self._reject_lock:
-            self.rejected[reason] += 1
-        log.warning("rejected (%s): %s", reason, detail)
 
     def _on_status(self, topic: str, payload: bytes, _retained: bool) -> None:
         if not payload:
@@ -196,7 +189,7 @@ class Coordinator:
         finally:
             self._finish(state, reason)
         return RunSummary(
-            self.swarm_id, state, reason, self.iteration + 1, store.root, dict(self.metrics), dict(self.rejected)
+            self.swarm_id, state, reason, self.iteration + 1, store.root, dict(self.metrics), self.reject.as_dict()
         )
 
     def _prepare(self) -> None:
@@ -468,7 +461,7 @@ class Coordinator:
             "reason": reason,
             "iterations": self.iteration + 1,
             "metrics": self.metrics,
-            "rejected": dict(self.rejected),
+            "rejected": self.reject.as_dict(),
             "finished": time.time(),
         }
         self.store.set_meta("final", final)
@@ -480,8 +473,9 @@ class Coordinator:
         finally:
             self.link.stop()
             self.store.close()
-        if self.rejected:
-            self.progress.warn("rejected messages: " + ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())))
+        if self.reject:
+            counts = sorted(self.reject.as_dict().items())
+            self.progress.warn("rejected messages: " + ", ".join(f"{k}={v}" for k, v in counts))
         self.progress.finished(state, reason, self.iteration + 1)
 
 

@@ -89,6 +89,13 @@ def _metrics(values: dict[Any, Any]) -> dict[str, float]:
     return out
 
 
+def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value: str = _get(data, key, str)
+    if value not in allowed:
+        raise ProtocolError(f"unknown {key} {value!r} (expected one of {', '.join(allowed)})")
+    return value
+
+
 def _str_list(data: dict[str, Any], key: str, default: Any = ...) -> list[str]:
     values = _get(data, key, list, default)
     if not all(isinstance(v, str) for v in values):
@@ -144,9 +151,7 @@ class NodeStatus:
     @classmethod
     def parse(cls, payload: bytes) -> NodeStatus:
         data = _load_json(payload)
-        state = _get(data, "state", str)
-        if state not in cls.STATES:
-            raise ProtocolError(f"unknown node state {state!r}")
+        state = _choice(data, "state", cls.STATES)
         rejected = _get(data, "rejected", dict, {})
         return cls(
             node=_id(data, "node"),
@@ -187,9 +192,7 @@ class SwarmState:
     @classmethod
     def parse(cls, payload: bytes) -> SwarmState:
         data = _load_json(payload)
-        state = _get(data, "state", str)
-        if state not in cls.STATES:
-            raise ProtocolError(f"unknown swarm state {state!r}")
+        state = _choice(data, "state", cls.STATES)
         metrics = _get(data, "metrics", dict, {})
         return cls(
             swarm=_id(data, "swarm"),
@@ -421,9 +424,7 @@ class ResultEnvelope:
     @classmethod
     def parse(cls, payload: bytes) -> ResultEnvelope:
         data = _load_msgpack(payload)
-        status = _get(data, "status", str)
-        if status not in cls.STATUSES:
-            raise ProtocolError(f"unknown result status {status!r}")
+        status = _choice(data, "status", cls.STATUSES)
         schedule: list[tuple[str, list[str]]] = []
         for item in _get(data, "schedule", list, []):
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):

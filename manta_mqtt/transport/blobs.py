@@ -20,6 +20,7 @@ from ..blobstore import BlobStore
 from ..protocol import topics
 from ..protocol.chunking import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Assembler, BlobInfo, ChunkError, split
 from ..protocol.messages import BlobMeta, BlobRef, Chunk, ProtocolError
+from ..protocol.rejections import Rejections
 from .mqtt import MqttLink
 
 log = logging.getLogger("manta_mqtt.blobs")
@@ -96,12 +97,20 @@ class _Transfer:
 class BlobFetcher:
     """Fetches blobs into a :class:`BlobStore`, never more than ``window`` chunks requested."""
 
-    def __init__(self, link: MqttLink, store: BlobStore, *, window: int = 8, max_size: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        link: MqttLink,
+        store: BlobStore,
+        *,
+        window: int = 8,
+        max_size: int = 1 << 30,
+        on_reject: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.link = link
         self.store = store
         self.window = window
         self.max_size = max_size
-        self.rejected = 0
+        self.on_reject = on_reject or Rejections(log)
         self._lock = threading.Lock()
         self._transfers: dict[str, _Transfer] = {}
         link.route(f"{topics.ROOT}/swarms/+/blobs/#", self._on_message)
@@ -146,7 +155,7 @@ class BlobFetcher:
         try:
             parsed = topics.parse(topic)
         except topics.TopicError as exc:
-            self._reject(f"bad blob topic: {exc}")
+            self.on_reject("malformed", f"blob topic: {exc}")
             return
         with self._lock:
             transfer = self._transfers.get(parsed.sha or "")
@@ -158,14 +167,11 @@ class BlobFetcher:
                 elif parsed.kind is topics.Kind.BLOB_CHUNK:
                     self._on_chunk(transfer, Chunk.parse(payload))
             except (ProtocolError, ChunkError, ValueError) as exc:
-                self._reject(f"blob {transfer.sha[:12]}: {exc}")
+                reason = "bad_chunk" if isinstance(exc, ChunkError) else "malformed"
+                self.on_reject(reason, f"blob {transfer.sha[:12]}: {exc}")
                 if isinstance(exc, ChunkError) and "sha256" in str(exc):
                     transfer.error = str(exc)
                     transfer.done.set()
-
-    def _reject(self, why: str) -> None:
-        self.rejected += 1
-        log.warning("rejected blob message: %s", why)
 
     def _on_meta(self, transfer: _Transfer, meta: BlobMeta) -> None:
         if meta.info.sha != transfer.sha:
@@ -221,7 +227,7 @@ class UploadReceiver:
         self.max_size = max_size
         self.max_per_node = max_per_node
         self.stale_after = stale_after
-        self.on_reject = on_reject or (lambda reason, detail: None)
+        self.on_reject = on_reject or Rejections(log)
         self._open: dict[tuple[str, str], tuple[Assembler, float]] = {}
 
     def receive(self, node: str, sha: str, index: int, payload: bytes) -> str | None:
