@@ -1,5 +1,5 @@
 HYPERPARAMETERS = {
-    "epochs": 10,
+    "epochs": 20,
     "batch_size": 32,
     "loss": "CrossEntropyLoss",
     "loss_params": {},

@@ -23,7 +23,7 @@ def make_partitions(n_nodes: int, seed: int = 0, test_fraction: float = 0.2) -> 
     order = np.random.default_rng(seed).permutation(len(x))
     parts = []
     for idx in np.array_split(order, n_nodes):
-        n_test = int(round(len(idx) * test_fraction))
+        n_test = round(len(idx) * test_fraction)
         test, train = idx[:n_test], idx[n_test:]
         parts.append(
             {

@@ -6,20 +6,29 @@ import torch.nn as nn
 
 
 class MLP(nn.Module):
-    """Two-layer perceptron mapping 64 pixel values to 10 class logits.
+    """Perceptron with two hidden layers mapping 64 pixels to 10 class logits.
 
     The weights are initialised from a fixed seed, so every node starts from
-    the same model.
+    the same model. Dropout regularises the local training on small partitions.
     """
 
-    def __init__(self, in_features: int = 64, hidden: int = 64, n_classes: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        in_features: int = 64,
+        hidden: tuple[int, ...] = (256, 128),
+        n_classes: int = 10,
+        dropout: float = 0.2,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.net = nn.Sequential(
-            nn.Linear(in_features, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, n_classes),
-        )
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, n_classes))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return class logits for a batch of flattened images."""
@@ -31,5 +40,6 @@ class MLP(nn.Module):
 
     def set_weights(self, weights: dict) -> None:
         """Load parameters from a dict of arrays (read-only arrays are copied)."""
-        state = {name: torch.tensor(np.array(w), dtype=self.state_dict()[name].dtype) for name, w in weights.items()}
+        current = self.state_dict()
+        state = {name: torch.tensor(np.array(w), dtype=current[name].dtype) for name, w in weights.items()}
         self.load_state_dict(state)
