@@ -38,6 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--broker-port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--max-iterations", type=int, default=30, help="a bound, should a node never reach 0.95")
     args = parser.parse_args()
 
     shutil.rmtree(STATE, ignore_errors=True)
