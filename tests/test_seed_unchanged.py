@@ -4,7 +4,6 @@ whitespace: the seed document lost its indentation)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
