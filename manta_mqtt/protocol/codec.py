@@ -30,7 +30,9 @@ def _pack_array(array: np.ndarray) -> msgpack.ExtType:
         raise CodecError("arrays of more than 32 dimensions are not supported")
     descr = dtype.str.encode("ascii")
     header = struct.pack(f"<B{len(descr)}sB{array.ndim}Q", len(descr), descr, array.ndim, *array.shape)
-    return msgpack.ExtType(NDARRAY_EXT, header + np.ascontiguousarray(array).tobytes())
+    # a byte view of the data (no copy unless the array was not contiguous); join copies once
+    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data if array.nbytes else b""
+    return msgpack.ExtType(NDARRAY_EXT, b"".join((header, raw)))
 
 
 def _unpack_array(data: bytes) -> np.ndarray:
