@@ -11,12 +11,19 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 
 from manta_mqtt import __version__
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.protocol import topics
-from manta_mqtt.protocol.messages import Assignment, NodeStatus, ProtocolError, ResultEnvelope, SwarmState, Value
+from manta_mqtt.protocol.messages import (
+    Assignment,
+    BlobRef,
+    NodeStatus,
+    ProtocolError,
+    ResultEnvelope,
+    SwarmState,
+    Value,
+)
 from manta_mqtt.protocol.rejections import Rejections
 from manta_mqtt.runtime.executor import TaskOutcome, run_task
 from manta_mqtt.transport.blobs import BlobFetcher, upload
@@ -24,6 +31,7 @@ from manta_mqtt.transport.mqtt import MqttLink, Will
 
 from .config import NodeConfig
 from .host import EdgeHost
+from .outbox import Entry, Key, Outbox
 
 log = logging.getLogger("edge_node")
 
@@ -41,7 +49,9 @@ class EdgeAgent:
         self.cache = BlobStore(config.data_dir / "cache")
         self.jobs: queue.Queue[Assignment] = queue.Queue()
         self.finished_swarms: set[str] = set()
-        self._seen: deque[tuple[str, int, str]] = deque(maxlen=1000)
+        self.outbox = Outbox(config.data_dir / "outbox")
+        self._queued: set[Key] = set()
+        self._wake = threading.Event()  # set on (re)connection: time to deliver the outbox
         self.running: Assignment | None = None
         self.cancel = threading.Event()
         self.tasks_run = 0
@@ -57,6 +67,7 @@ class EdgeAgent:
         self.link.route(topics.my_assignments(self.node_id), self._on_assignment)
         self.link.route(topics.all_swarm_states(), self._on_swarm_state)
         self.link.on_connect(self.announce)
+        self.link.on_connect(self._wake.set)
 
     # --- status -----------------------------------------------------------------------------
 
@@ -100,10 +111,12 @@ class EdgeAgent:
         if assignment.swarm in self.finished_swarms:
             self.reject("late", f"assignment for finished swarm {assignment.swarm}")
             return
-        if assignment.key in self._seen:
-            self.reject("duplicate", f"assignment {assignment.key} already taken")
+        key = _key(assignment)
+        running = self.running
+        if key in self._queued or (running is not None and _key(running) == key):
+            self.reject("duplicate", f"assignment {key} is already queued or running")
             return
-        self._seen.append(assignment.key)
+        self._queued.add(key)
         self.jobs.put(assignment)
 
     def _on_swarm_state(self, topic: str, payload: bytes, _retained: bool) -> None:
@@ -141,10 +154,14 @@ class EdgeAgent:
         log.info("node %s ready (datasets: %s)", self.node_id, ", ".join(sorted(self.config.datasets)) or "none")
         try:
             while not stop.is_set():
+                if self._wake.is_set() or self.outbox_waiting:
+                    self._wake.clear()
+                    self.deliver_pending()
                 try:
                     assignment = self.jobs.get(timeout=0.5)
                 except queue.Empty:
                     continue
+                self._queued.discard(_key(assignment))
                 if assignment.swarm in self.finished_swarms:
                     continue
                 self.execute(assignment)
@@ -153,6 +170,11 @@ class EdgeAgent:
 
     def execute(self, assignment: Assignment) -> None:
         a = assignment
+        done = self.outbox.find(_key(a))
+        if done is not None:  # asked again (e.g. by a resumed coordinator): answer from disk
+            log.info("%s iteration %d already done: sending its result again", a.task, a.iteration)
+            self.deliver(done)
+            return
         log.info("running %s iteration %d of swarm %s", a.task, a.iteration, a.swarm)
         self.running = a
         self.cancel.clear()
@@ -192,16 +214,21 @@ class EdgeAgent:
         self.running = None
         self.announce()
 
-    def _to_wire(self, swarm: str, values: dict[str, bytes]) -> dict[str, Value]:
+    def _to_wire(self, values: dict[str, bytes], uploads: list[str]) -> dict[str, Value]:
+        """Small values inline; large ones into the blob cache, to be uploaded as chunks."""
         out: dict[str, Value] = {}
         for tag, data in values.items():
             if len(data) > self.config.inline_limit:
-                out[tag] = upload(self.link, swarm, self.node_id, data, self.config.chunk_size)
+                sha = self.cache.put(data)
+                uploads.append(sha)
+                out[tag] = BlobRef(sha, len(data))
             else:
                 out[tag] = data
         return out
 
     def publish_result(self, a: Assignment, host: EdgeHost, outcome: TaskOutcome) -> None:
+        """Write the result to the outbox (durable), then try to deliver it."""
+        uploads: list[str] = []
         envelope = ResultEnvelope(
             swarm=a.swarm,
             iteration=a.iteration,
@@ -209,11 +236,41 @@ class EdgeAgent:
             node=self.node_id,
             attempt=a.attempt,
             status="ok" if outcome.ok else "failed",
-            results=self._to_wire(a.swarm, host.results) if outcome.ok else {},
-            globals=self._to_wire(a.swarm, host.globals) if outcome.ok else {},
+            results=self._to_wire(host.results, uploads) if outcome.ok else {},
+            globals=self._to_wire(host.globals, uploads) if outcome.ok else {},
             schedule=host.schedule if outcome.ok else [],
             stop=host.stop and outcome.ok,
             error=outcome.error,
             duration=outcome.duration,
         )
-        self.link.publish(topics.results(a.swarm, self.node_id), envelope.to_bytes())
+        entry = Entry(_key(a), envelope.to_bytes(), uploads)
+        self.outbox.put(entry)
+        self.deliver(entry)
+
+    @property
+    def outbox_waiting(self) -> bool:
+        return self.link.connected.is_set() and any(self.outbox.pending_dir.iterdir())
+
+    def deliver_pending(self) -> None:
+        for entry in self.outbox.pending():
+            if not self.deliver(entry):
+                return
+
+    def deliver(self, entry: Entry) -> bool:
+        """Uploads, then the envelope; the entry leaves ``pending`` once the broker has it all."""
+        if not self.link.connected.is_set():
+            log.info("link down: result %s kept in the outbox", entry.name)
+            return False
+        swarm = entry.key[0]
+        for sha in entry.uploads:
+            upload(self.link, swarm, self.node_id, self.cache.get(sha), self.config.chunk_size)
+        self.link.publish(topics.results(swarm, self.node_id), entry.envelope)
+        if not self.link.flush(60):
+            log.warning("result %s not acknowledged yet; it stays in the outbox", entry.name)
+            return False
+        self.outbox.mark_sent(entry)
+        return True
+
+
+def _key(a: Assignment) -> Key:
+    return (a.swarm, a.iteration, a.task, a.attempt)

@@ -104,15 +104,17 @@ def test_record_unknown_node_refused() -> None:
     assert rnd.outcomes == {}
 
 
-def test_node_lost_marks_failure_once() -> None:
-    """A node going offline fails it once; later losses or results change nothing."""
+def test_node_lost_marks_failure_once_and_welcomes_its_result() -> None:
+    """A node going offline fails it once; its result is still taken while the step is open."""
     rnd = step()
     assert rnd.node_lost("n2") is True
     assert rnd.outcomes["n2"].ok is False
     assert "offline" in rnd.outcomes["n2"].error
     assert rnd.node_lost("n2") is False
+    assert rnd.lost == {"n2"}
+    assert rnd.record("n2", NodeOutcome(True)) is True
+    assert rnd.outcomes["n2"].ok is True and rnd.lost == set()
     assert rnd.record("n2", NodeOutcome(True)) is False
-    assert rnd.outcomes["n2"].ok is False
 
 
 def test_node_lost_after_success_keeps_success() -> None:

@@ -34,11 +34,12 @@ from ..swarm.graph import SwarmGraph, Task
 from ..swarm.swarm import Swarm
 from ..transport.blobs import BlobPublisher, UploadReceiver
 from ..transport.mqtt import BrokerAddress, MqttLink
+from .checkpoint import Checkpoint, rng_state_from_json, rng_state_to_json
 from .host import COORDINATOR_NODE, CoordinatorHost
 from .metrics import summarize
 from .placement import eligible_nodes, select_nodes
 from .progress import ConsoleProgress, ProgressView
-from .rounds import Decisions, NodeOutcome, StepRound, Verdict, decide
+from .rounds import Decisions, NodeOutcome, StepRound, Verdict, decide, quorum_size
 from .store import RunStore
 
 log = logging.getLogger("manta_mqtt.coordinator")
@@ -60,6 +61,7 @@ class CoordinatorOptions:
     grace: float = 60.0  # added to a task's timeout for fetching and uploading
     swarm_id: str | None = None
     max_upload: int = 1 << 30
+    resume: Path | None = None  # a run directory to continue from its last completed step
 
 
 @dataclass
@@ -95,7 +97,10 @@ class Coordinator:
         self.options = options or CoordinatorOptions()
         self.progress = progress or ConsoleProgress()
         self.graph: SwarmGraph = swarm.graph()
-        self.swarm_id = self.options.swarm_id or make_swarm_id(swarm.name)
+        if self.options.resume is not None:
+            self.swarm_id = RunStore.open(self.options.resume).meta("swarm", {}).get("id", "")
+        else:
+            self.swarm_id = self.options.swarm_id or make_swarm_id(swarm.name)
         topics.check_id(self.swarm_id, "swarm id")
         self.rng = random.Random(self.options.seed)
         self.nodes: dict[str, NodeStatus] = {}
@@ -109,6 +114,9 @@ class Coordinator:
         self._round: StepRound | None = None
         self._decisions = Decisions()
         self._parked: dict[str, tuple[ResultEnvelope, list[str]]] = {}
+        self._closed: dict[tuple[int, str], set[str]] = {}  # closed steps -> their stragglers
+        self._early: list[tuple[str, bytes]] = []  # results that came before their step opened
+        self.checkpoint = Checkpoint()
         self.store: RunStore | None = None
         self.link: MqttLink | None = None
         self.publisher: BlobPublisher | None = None
@@ -164,7 +172,11 @@ class Coordinator:
             "order": self.graph.order,
             "started": time.time(),
         }
-        store = self.store = RunStore.create(options.runs_dir, self.swarm_id, description)
+        if options.resume is not None:
+            store = self.store = RunStore.open(options.resume)
+            self._restore(store, description)
+        else:
+            store = self.store = RunStore.create(options.runs_dir, self.swarm_id, description)
         self._uploads = UploadReceiver(store.blobs, max_size=options.max_upload, on_reject=self.reject)
         link = self.link = MqttLink(f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version)
         link.route(topics.all_node_status(), self._on_status)
@@ -177,7 +189,8 @@ class Coordinator:
             [topics.all_node_status(), topics.swarm_results(self.swarm_id), topics.swarm_uploads(self.swarm_id)]
         )
         self.publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
-        self.progress.info(f"swarm {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")
+        verb = "resuming" if options.resume is not None else "swarm"
+        self.progress.info(f"{verb} {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")
         state, reason = "failed", ""
         try:
             self._prepare()
@@ -200,11 +213,34 @@ class Coordinator:
             self.code[alias] = CodeRef(sha, task.module.entry)
             if task.placement == "nodes":
                 self.publisher.publish(bundle)
-        for tag, value in self.swarm.globals.items():
-            self.globals[tag] = self.store.put_value(codec.encode(value))
-        self.store.set_meta("initial_globals", self.globals)
+        if self.options.resume is None:
+            for tag, value in self.swarm.globals.items():
+                self.globals[tag] = self.store.put_value(codec.encode(value))
+            self.store.set_meta("initial_globals", self.globals)
+            self.checkpoint = Checkpoint(iteration=0, starts=self.graph.roots(), globals=dict(self.globals))
+            self._save_checkpoint()
         self._publish_state("running")
         self._wait_for_nodes()
+
+    def _restore(self, store: RunStore, description: dict[str, Any]) -> None:
+        """Continue a run: same swarm id (so the broker kept our session's queued results)."""
+        before = store.meta("swarm", {})
+        if sorted(before.get("tasks", {})) != sorted(description["tasks"]):
+            raise SwarmFailed(f"cannot resume {self.swarm_id}: the swarm file defines other tasks")
+        final = store.meta("final")
+        if final and final.get("state") in ("stopped", "completed"):
+            raise SwarmFailed(f"cannot resume {self.swarm_id}: it already {final['state']}")
+        data = store.meta("checkpoint")
+        if data is None:
+            raise SwarmFailed(f"cannot resume {self.swarm_id}: no checkpoint in {store.root}")
+        self.checkpoint = Checkpoint.from_dict(data)
+        cp = self.checkpoint
+        self.iteration = cp.iteration
+        self.globals = dict(cp.globals)
+        self.previous_nodes = {k: list(v) for k, v in cp.previous_nodes.items()}
+        self.metrics = dict(cp.metrics)
+        if cp.rng:
+            self.rng.setstate(rng_state_from_json(cp.rng))
 
     def _wait_for_nodes(self) -> None:
         roots = [self.graph.tasks[a] for a in self.graph.roots() if self.graph.tasks[a].placement == "nodes"]
@@ -227,18 +263,33 @@ class Coordinator:
     def _online(self) -> dict[str, list[str]]:
         return {n: s.datasets for n, s in self.nodes.items() if s.state != "offline"}
 
+    def _save_checkpoint(self, **changes: Any) -> None:
+        assert self.store is not None
+        cp = self.checkpoint
+        for key, value in changes.items():
+            setattr(cp, key, value)
+        cp.globals = dict(self.globals)
+        cp.schedule = {k: list(v) for k, v in self._decisions.schedule.items()}
+        cp.stop_by = self._decisions.stop_by
+        cp.previous_nodes = {k: list(v) for k, v in self.previous_nodes.items()}
+        cp.rng = rng_state_to_json(self.rng.getstate())
+        cp.metrics = dict(self.metrics)
+        self.store.set_meta("checkpoint", cp.to_dict())
+
     def _loop(self) -> tuple[str, str]:
         assert self.store is not None and self.publisher is not None
-        starts: list[str] = self.graph.roots()
-        forced: dict[str, list[str]] = {}
+        cp = self.checkpoint
+        self._decisions = Decisions(schedule={k: list(v) for k, v in cp.schedule.items()}, stop_by=cp.stop_by)
         while True:
-            self._decisions = Decisions()
-            for alias in self.graph.steps_from(starts):
+            for alias in self.graph.steps_from(cp.starts):
+                if alias in cp.done_steps:
+                    continue  # completed before a restart
                 task = self.graph.tasks[alias]
                 if task.placement == "coordinator":
                     self._run_local(task)
                 else:
-                    self._run_on_nodes(task, forced.get(alias))
+                    self._run_on_nodes(task, cp.forced.get(alias))
+                self._save_checkpoint(done_steps=[*cp.done_steps, alias], current=None)
             self.store.set_globals(self.iteration, self.globals)
             nxt = decide(self.graph, self._decisions)
             if nxt.state != "running":
@@ -246,7 +297,8 @@ class Coordinator:
             if self.iteration + 1 >= self.options.max_iterations:
                 return "stopped", f"reached the limit of {self.options.max_iterations} iterations"
             self.iteration += 1
-            starts, forced = nxt.starts, nxt.forced
+            self._decisions = Decisions()
+            self._save_checkpoint(iteration=self.iteration, starts=nxt.starts, forced=nxt.forced, done_steps=[])
             self.publisher.clear_all_except({c.sha for c in self.code.values()} | set(self.globals.values()))
 
     # --- steps -------------------------------------------------------------------------------
@@ -287,47 +339,99 @@ class Coordinator:
             self._pump(0.2)
 
     def _run_on_nodes(self, task: Task, forced: list[str] | None) -> None:
-        assert self.link is not None and self.store is not None and self.publisher is not None
-        nodes = self._choose_nodes(task, forced)
+        assert self.store is not None and self.publisher is not None
+        current = self.checkpoint.current
+        if current and current.get("task") == task.name:  # resuming this very step
+            nodes, attempt = list(current["nodes"]), int(current["attempt"])
+        else:
+            nodes, attempt = self._choose_nodes(task, forced), 0
         if not nodes:
             raise SwarmFailed(f"no eligible node online for task {task.name}")
         self.previous_nodes[task.name] = nodes
         for sha in self.globals.values():
             if sha not in self.publisher.published:
                 self.publisher.publish(self.store.blobs.get(sha))
+        quorum = quorum_size(task.quorum, len(nodes))
+        step = self._open_step(task, nodes, attempt, quorum)
+        while True:
+            state = self._wait_step(step, task)
+            if state == "proceed":
+                break
+            if task.on_short == "retry" and step.attempt < task.retries:
+                step = self._retry_step(task, step, quorum)
+                continue
+            errors = [o.error for o in step.outcomes.values() if not o.ok]
+            first = errors[0] if errors else "no node answered"
+            raise SwarmFailed(
+                f"task {task.name}: {len(step.succeeded)} of {len(step.nodes)} node(s) succeeded, "
+                f"{quorum} needed; first error:\n{first}"
+            )
+        self._round = None
+        self._parked.clear()
+        self._closed[(self.iteration, task.name)] = set(step.stragglers)
+        for node in step.missing:  # stragglers past the deadline: their results will be late
+            self.store.add_run(self.iteration, task.name, node, False, "missed the step deadline (straggler)", 0.0)
+        metrics = self._step_metrics(task.name)
+        self.metrics = metrics or self.metrics
+        self.progress.step_finished(self.iteration, task.name, len(step.succeeded), len(step.nodes), metrics)
+
+    def _open_step(self, task: Task, nodes: list[str], attempt: int, quorum: int) -> StepRound:
+        """Assign ``task`` to ``nodes``; outcomes already in the store (a resumed step) count."""
+        assert self.link is not None and self.store is not None
+        now = time.monotonic()
+        hard = now + task.timeout + self.options.grace
+        soft = now + task.deadline if task.deadline is not None else hard
+        if task.on_short == "wait":
+            hard += task.max_wait
+        step = self._round = StepRound(
+            self.swarm_id, self.iteration, task.name, nodes, soft, hard, quorum=quorum, attempt=attempt
+        )
+        for row in self.store.runs():
+            if (row["iteration"], row["task"]) == (self.iteration, task.name) and row["ok"] and row["node"] in nodes:
+                step.record(row["node"], NodeOutcome(True, "", row["duration"]))
+        self._save_checkpoint(current={"task": task.name, "nodes": nodes, "attempt": attempt})
         assignment = Assignment(
             swarm=self.swarm_id,
             iteration=self.iteration,
             task=task.name,
-            attempt=0,
+            attempt=attempt,
             code=self.code[task.name],
             globals=dict(self.globals),
             datasets=list(task.module.datasets),
             timeout=task.timeout,
         )
-        step = self._round = StepRound(
-            self.swarm_id, self.iteration, task.name, nodes, time.monotonic() + task.timeout + self.options.grace
-        )
         self.progress.step_started(self.iteration, task.name, nodes)
-        self._publish_state("running", step=task.name)
+        self._publish_progress()
         payload = assignment.to_bytes()
-        for node in nodes:
+        for node in step.missing:
             self.link.publish(topics.assignment(self.swarm_id, node), payload)
-        while not step.complete:
-            self._pump(0.5)
+        early, self._early = self._early, []
+        for node, data in early:
+            self._handle_results(node, data)
+        return step
+
+    def _wait_step(self, step: StepRound, task: Task) -> str:
+        while True:
+            now = time.monotonic()
+            state = step.state(now, wait_for_lost=task.on_short == "wait")
+            if state != "waiting":
+                return state
+            self._pump(0.25)
             for node in step.expire(time.monotonic()):
                 self._node_failed(node, "no result before the step deadline")
             if self._uploads is not None:
                 self._uploads.sweep()
-        self._round = None
-        self._parked.clear()
-        ok = step.succeeded
-        if not ok:
-            first = next(iter(step.outcomes.values())).error
-            raise SwarmFailed(f"task {task.name} failed on every node; first error:\n{first}")
-        metrics = self._step_metrics(task.name)
-        self.metrics = metrics or self.metrics
-        self.progress.step_finished(self.iteration, task.name, len(ok), len(nodes), metrics)
+
+    def _retry_step(self, task: Task, step: StepRound, quorum: int) -> StepRound:
+        """Run the step again on every eligible online node without a success (attempt + 1)."""
+        done = step.succeeded
+        online = eligible_nodes(task, self._online())
+        nodes = sorted(set(done) | {n for n in online if n not in done})
+        self.progress.warn(
+            f"{task.name}: {len(done)} of {quorum} needed succeeded; retrying on {len(nodes) - len(done)} node(s)"
+        )
+        self.previous_nodes[task.name] = nodes
+        return self._open_step(task, nodes, step.attempt + 1, quorum)
 
     def _step_metrics(self, task: str) -> dict[str, float]:
         assert self.store is not None
@@ -385,10 +489,14 @@ class Coordinator:
             self.reject("unknown_swarm", f"results from {node} for swarm {envelope.swarm!r}")
             return
         step = self._round
-        if step is None:
-            self.reject("late", f"results from {node} for {envelope.task}@{envelope.iteration}: no step open")
+        if step is None and envelope.iteration == self.iteration and envelope.node == node:
+            if len(self._early) < 10_000:  # e.g. queued for us while we restarted: replayed at step open
+                self._early.append((node, payload))
             return
-        verdict = step.judge(envelope, node)
+        verdict = step.judge(envelope, node) if step is not None else Verdict.LATE
+        if verdict is Verdict.LATE and envelope.node == node:
+            self._late(envelope)
+            return
         if verdict is not Verdict.ACCEPTED:
             self.reject(verdict.value, f"results from {node} for {envelope.task}@{envelope.iteration}")
             return
@@ -399,6 +507,22 @@ class Coordinator:
             self._parked[node] = (envelope, missing)
             return
         self._accept(envelope)
+
+    def _late(self, envelope: ResultEnvelope) -> None:
+        """A straggler's result for a step that closed without it: kept apart, never mixed in."""
+        assert self.store is not None
+        stragglers = self._closed.get((envelope.iteration, envelope.task), set())
+        detail = f"results from {envelope.node} for {envelope.task}@{envelope.iteration}"
+        if envelope.node not in stragglers or envelope.status != "ok":
+            self.reject("late", detail)
+            return
+        stragglers.discard(envelope.node)
+        for tag, value in envelope.results.items():
+            if isinstance(value, BlobRef) and value.sha not in self.store.blobs:
+                continue  # its upload did not make it; the late result is recorded without it
+            sha = self._value_sha(value)
+            self.store.add_late_result(envelope.iteration, envelope.task, envelope.node, tag, sha)
+        self.reject("late", detail + " (recorded as late)")
 
     def _handle_blob(self, sha: str) -> None:
         for node, (envelope, missing) in list(self._parked.items()):

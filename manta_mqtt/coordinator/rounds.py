@@ -2,12 +2,13 @@
 
 A :class:`StepRound` is one task run on a set of nodes for one iteration. It is idempotent on
 (swarm, iteration, task, node): a duplicate changes nothing, a result for another step is
-"late", one from a node that was not asked is "unexpected". No step waits forever: a node
-that goes offline or passes the deadline is marked failed.
+"late", one from a node that was not asked is "unexpected". No step waits forever: past its
+deadline it proceeds with a quorum, and past its hard deadline it gives up on missing nodes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -32,13 +33,26 @@ class NodeOutcome:
 
 @dataclass
 class StepRound:
+    """One task run on ``nodes`` for one iteration.
+
+    ``deadline``: past it, the step proceeds as soon as ``quorum`` nodes succeeded.
+    ``hard_deadline``: past it, nodes still missing are failed and nothing more is awaited.
+    A node that went offline is *lost*: its result is still welcome while the step is open.
+    """
+
     swarm: str
     iteration: int
     task: str
     nodes: list[str]
     deadline: float
+    hard_deadline: float | None = None  # default: the deadline
+    quorum: int = 1
     attempt: int = 0
     outcomes: dict[str, NodeOutcome] = field(default_factory=dict)
+    lost: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.give_up = self.deadline if self.hard_deadline is None else max(self.hard_deadline, self.deadline)
 
     def judge(self, envelope: ResultEnvelope, topic_node: str) -> Verdict:
         """Classify an envelope that arrived on ``results/{topic_node}``."""
@@ -48,28 +62,46 @@ class StepRound:
             return Verdict.LATE
         if envelope.node not in self.nodes:
             return Verdict.UNEXPECTED
-        if envelope.node in self.outcomes:
+        if envelope.node in self.outcomes and envelope.node not in self.lost:
             return Verdict.DUPLICATE
         return Verdict.ACCEPTED
 
     def record(self, node: str, outcome: NodeOutcome) -> bool:
-        """Record ``node``'s outcome once; False when it already had one."""
-        if node not in self.nodes or node in self.outcomes:
+        """Record ``node``'s outcome once (a lost node may still report); False if refused."""
+        if node not in self.nodes or (node in self.outcomes and node not in self.lost):
             return False
         self.outcomes[node] = outcome
+        self.lost.discard(node)
         return True
 
     def node_lost(self, node: str) -> bool:
-        return self.record(node, NodeOutcome(False, "node went offline during the step"))
+        """The node went offline before reporting: failed for now, welcome back while open."""
+        if node not in self.nodes or node in self.outcomes:
+            return False
+        self.outcomes[node] = NodeOutcome(False, "node went offline during the step")
+        self.lost.add(node)
+        return True
 
     def expire(self, now: float) -> list[str]:
-        """Fail every node still missing at the deadline; return them."""
-        if now < self.deadline:
+        """Past the hard deadline, fail every node still missing; return them."""
+        if now < self.give_up:
             return []
         missing = self.missing
         for node in missing:
             self.record(node, NodeOutcome(False, "no result before the step deadline"))
         return missing
+
+    def state(self, now: float, wait_for_lost: bool = True) -> str:
+        """``"waiting"``, ``"proceed"`` (quorum met and all in or deadline passed) or ``"short"``
+        (the quorum cannot be met any more)."""
+        ok = len(self.succeeded)
+        if ok >= self.quorum and (self.complete or now >= self.deadline):
+            return "proceed"
+        if now >= self.give_up:
+            return "short"
+        if self.missing or (wait_for_lost and self.lost):
+            return "waiting"
+        return "short"
 
     @property
     def missing(self) -> list[str]:
@@ -82,6 +114,20 @@ class StepRound:
     @property
     def succeeded(self) -> list[str]:
         return [n for n, o in self.outcomes.items() if o.ok]
+
+    @property
+    def stragglers(self) -> list[str]:
+        """Nodes without a success: a result they send after the step closed is late."""
+        return [n for n in self.nodes if not (n in self.outcomes and self.outcomes[n].ok)]
+
+
+def quorum_size(quorum: int | float | None, assigned: int) -> int:
+    """How many successes a step needs: all (None), a count, or a fraction of those assigned."""
+    if quorum is None:
+        return assigned
+    if isinstance(quorum, float):
+        return max(1, math.ceil(quorum * assigned))
+    return max(1, min(quorum, assigned))
 
 
 @dataclass

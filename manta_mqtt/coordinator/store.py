@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS results (
     iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL, tag TEXT NOT NULL,
     sha TEXT NOT NULL, size INTEGER NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (iteration, task, node, tag));
+CREATE TABLE IF NOT EXISTS late_results (
+    iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL, tag TEXT NOT NULL,
+    sha TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (iteration, task, node, tag));
 CREATE TABLE IF NOT EXISTS runs (
     iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL,
     ok INTEGER NOT NULL, error TEXT NOT NULL, duration REAL NOT NULL, at REAL NOT NULL,
@@ -79,6 +83,21 @@ class RunStore:
             "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
             (iteration, task, node, tag, sha, size, time.time()),
         )
+
+    def add_late_result(self, iteration: int, task: str, node: str, tag: str, sha: str) -> None:
+        """A straggler's result for a step that went on without it (never selected by tasks)."""
+        self._write(
+            "INSERT OR REPLACE INTO late_results VALUES (?, ?, ?, ?, ?, ?)",
+            (iteration, task, node, tag, sha, time.time()),
+        )
+
+    def late_results(self, tag: str) -> dict[int, dict[str, Any]]:
+        """``{iteration: {node: value}}`` of stragglers' results for ``tag``."""
+        out: dict[int, dict[str, Any]] = {}
+        rows = self._rows("SELECT iteration, node, sha FROM late_results WHERE tag = ? ORDER BY at", (tag,))
+        for it, node, sha in rows:
+            out.setdefault(it, {})[node] = self.value(sha)
+        return out
 
     def add_run(self, iteration: int, task: str, node: str, ok: bool, error: str, duration: float) -> None:
         self._write(

@@ -14,6 +14,7 @@ from .module import Module
 
 PLACEMENTS = ("nodes", "coordinator")
 METHODS = ("all", "any")
+SHORT_POLICIES = ("wait", "retry", "fail")
 
 
 @dataclass(eq=False)
@@ -27,6 +28,15 @@ class Task:
     alias: str | None = None
     placement: str = "nodes"  # "coordinator" runs it beside the coordinator (aggregators, schedulers)
     timeout: float = 600.0  # seconds one run may take before it is killed and reported failed
+    # Rounds that end: past `deadline` seconds the step proceeds once `quorum` nodes succeeded
+    # (a count, a fraction of the assigned nodes, or None for all of them). When the quorum
+    # cannot be met: "wait" up to `max_wait` more seconds for nodes that went offline to come
+    # back, "retry" the step on other online nodes up to `retries` times, or "fail" the swarm.
+    quorum: int | float | None = 1
+    deadline: float | None = None  # default: wait for every node (bounded by timeout + grace)
+    on_short: str = "wait"
+    max_wait: float = 120.0
+    retries: int = 2
     previous: list[Task] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -39,6 +49,14 @@ class Task:
             raise ValueError("a fractional maximum must be in (0, 1]")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.on_short not in SHORT_POLICIES:
+            raise ValueError(f"on_short must be one of {SHORT_POLICIES}, not {self.on_short!r}")
+        if isinstance(self.quorum, float) and not 0 < self.quorum <= 1:
+            raise ValueError("a fractional quorum must be in (0, 1]")
+        if isinstance(self.quorum, int) and not isinstance(self.quorum, bool) and self.quorum < 1:
+            raise ValueError("a quorum count must be at least 1")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be positive")
 
     @property
     def name(self) -> str:

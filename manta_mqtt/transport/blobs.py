@@ -114,6 +114,20 @@ class BlobFetcher:
         self._lock = threading.Lock()
         self._transfers: dict[str, _Transfer] = {}
         link.route(f"{topics.ROOT}/swarms/+/blobs/#", self._on_message)
+        link.on_connect(self._resubscribe)
+
+    def _resubscribe(self) -> None:
+        """After a reconnection (a broker restart, a link cut), ask again for what is missing:
+        a new subscription makes the broker send the retained chunks again; duplicates are
+        ignored, so a transfer resumes where it stopped."""
+        with self._lock:
+            filters = []
+            for t in self._transfers.values():
+                if not t.done.is_set():
+                    filters.append(topics.blob_meta(t.swarm, t.sha))
+                    filters += [topics.blob_chunk(t.swarm, t.sha, i) for i in sorted(t.requested)]
+        if filters:
+            self.link.subscribe(filters)
 
     def fetch(self, swarm: str, shas: list[str], timeout: float) -> list[str]:
         """Make every blob of ``shas`` available locally; return those that could not be had."""
