@@ -49,7 +49,8 @@ def check_counter_results(store: RunStore, nodes: list[str], rounds: int) -> Non
         assert sorted(bigs) == nodes
         assert all(np.array_equal(b, np.full(400_000, iteration + 1.0)) for b in bigs.values())
     assert store.results("metrics")[rounds - 1] == {"coordinator": {"x": rounds, "nodes": len(nodes)}}
-    np.testing.assert_array_equal(store.global_value("weights"), np.full(300_000, float(rounds)))
+    size = store.global_value("size")
+    np.testing.assert_array_equal(store.global_value("weights"), np.full(size, float(rounds)))
     runs = store.runs()
     assert len(runs) == rounds * (len(nodes) + 1) and all(r["ok"] for r in runs)
 

@@ -44,6 +44,11 @@ def cli() -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of node sampling.")
 @click.option("--max-iterations", default=1000, show_default=True)
 @click.option("--summary-json", type=click.Path(path_type=Path), help="Write the run's summary here.")
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Continue this run (manta_runs/<swarm id>) from its last completed step.",
+)
 @click.option("-v", "--verbose", count=True)
 def run(
     swarm_file: Path,
@@ -59,9 +64,10 @@ def run(
     seed: int,
     max_iterations: int,
     summary_json: Path | None,
+    resume: Path | None,
     verbose: int,
 ) -> None:
-    """Run the swarm defined in SWARM_FILE until a task stops it."""
+    """Run the swarm defined in SWARM_FILE until a task stops it (or resume a run with --resume)."""
     from ..coordinator.coordinator import Coordinator, CoordinatorOptions
     from ..swarm import load_swarm
 
@@ -75,6 +81,7 @@ def run(
         mqtt_version=mqtt_version,
         seed=seed,
         max_iterations=max_iterations,
+        resume=resume,
     )
     address = BrokerAddress.parse(broker).with_credentials(username, password)
     summary = Coordinator(swarm, address, options).run()

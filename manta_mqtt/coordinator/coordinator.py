@@ -62,6 +62,7 @@ class CoordinatorOptions:
     swarm_id: str | None = None
     max_upload: int = 1 << 30
     resume: Path | None = None  # a run directory to continue from its last completed step
+    reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Coordinator:
         self._parked: dict[str, tuple[ResultEnvelope, list[str]]] = {}
         self._closed: dict[tuple[int, str], set[str]] = {}  # closed steps -> their stragglers
         self._early: list[tuple[str, bytes]] = []  # results that came before their step opened
+        self._assignment = b""  # the open step's assignment, sent again to a node that restarted
         self.checkpoint = Checkpoint()
         self.store: RunStore | None = None
         self.link: MqttLink | None = None
@@ -384,7 +386,15 @@ class Coordinator:
         if task.on_short == "wait":
             hard += task.max_wait
         step = self._round = StepRound(
-            self.swarm_id, self.iteration, task.name, nodes, soft, hard, quorum=quorum, attempt=attempt
+            self.swarm_id,
+            self.iteration,
+            task.name,
+            nodes,
+            soft,
+            hard,
+            quorum=quorum,
+            attempt=attempt,
+            reconnect_grace=self.options.reconnect_grace,
         )
         for row in self.store.runs():
             if (row["iteration"], row["task"]) == (self.iteration, task.name) and row["ok"] and row["node"] in nodes:
@@ -402,7 +412,7 @@ class Coordinator:
         )
         self.progress.step_started(self.iteration, task.name, nodes)
         self._publish_progress()
-        payload = assignment.to_bytes()
+        payload = self._assignment = assignment.to_bytes()
         for node in step.missing:
             self.link.publish(topics.assignment(self.swarm_id, node), payload)
         early, self._early = self._early, []
@@ -468,8 +478,18 @@ class Coordinator:
         self.nodes[status.node] = status
         if (before is None or before.state == "offline") and status.state != "offline":
             log.info("node %s online (datasets: %s)", status.node, ", ".join(status.datasets) or "none")
-        if status.state == "offline" and self._round is not None and self._round.node_lost(status.node):
-            self._node_failed(status.node, "node went offline during the step")
+        step = self._round
+        if step is None or status.node not in step.nodes:
+            return
+        if status.state == "offline":
+            if step.node_lost(status.node, time.monotonic()):
+                self._node_failed(status.node, "node went offline during the step")
+        elif status.node in step.lost or (before is not None and before.session != status.session):
+            if status.node not in step.succeeded:
+                # back (or restarted, having lost its task): ask again; a node that has the
+                # result in its outbox sends it, one that is still working ignores the duplicate
+                assert self.link is not None
+                self.link.publish(topics.assignment(self.swarm_id, status.node), self._assignment)
 
     def _node_failed(self, node: str, error: str) -> None:
         """Report a node the round already marked failed (offline, or past the deadline)."""

@@ -50,6 +50,8 @@ class StepRound:
     attempt: int = 0
     outcomes: dict[str, NodeOutcome] = field(default_factory=dict)
     lost: set[str] = field(default_factory=set)
+    reconnect_grace: float = 0.0  # how long a lost node may take to come back and report
+    lost_since: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.give_up = self.deadline if self.hard_deadline is None else max(self.hard_deadline, self.deadline)
@@ -74,12 +76,17 @@ class StepRound:
         self.lost.discard(node)
         return True
 
-    def node_lost(self, node: str) -> bool:
-        """The node went offline before reporting: failed for now, welcome back while open."""
+    def node_lost(self, node: str, now: float = 0.0) -> bool:
+        """The node went offline before reporting: failed for now, welcome back while open.
+
+        For ``reconnect_grace`` seconds the step does not count it as settled: a broker restart
+        or a Wi-Fi hiccup looks the same as a death at first.
+        """
         if node not in self.nodes or node in self.outcomes:
             return False
         self.outcomes[node] = NodeOutcome(False, "node went offline during the step")
         self.lost.add(node)
+        self.lost_since[node] = now
         return True
 
     def expire(self, now: float) -> list[str]:
@@ -95,11 +102,13 @@ class StepRound:
         """``"waiting"``, ``"proceed"`` (quorum met and all in or deadline passed) or ``"short"``
         (the quorum cannot be met any more)."""
         ok = len(self.succeeded)
-        if ok >= self.quorum and (self.complete or now >= self.deadline):
+        returning = [n for n in self.lost if now < self.lost_since.get(n, 0.0) + self.reconnect_grace]
+        settled = self.complete and not returning
+        if ok >= self.quorum and (settled or now >= self.deadline):
             return "proceed"
         if now >= self.give_up:
             return "short"
-        if self.missing or (wait_for_lost and self.lost):
+        if self.missing or returning or (wait_for_lost and self.lost):
             return "waiting"
         return "short"
 

@@ -14,7 +14,7 @@ class Aggregator(Task):
             if not np.array_equal(big, np.full(400_000, x, dtype=np.float64)):
                 raise ValueError(f"chunked result from {node} arrived wrong")
         self.world.globals["x"] = x
-        self.world.globals["weights"] = np.full(300_000, x, dtype=np.float64)
+        self.world.globals["weights"] = np.full(self.world.globals["size"], x, dtype=np.float64)
         self.world.results.add("metrics", {"x": x, "nodes": len(vals)})
         if x >= self.world.globals["rounds"]:
             self.world.stop_swarm()

@@ -12,7 +12,7 @@ class Worker(Task):
     def run(self):
         x = self.world.globals["x"]
         weights = self.world.globals["weights"]  # a multi-chunk global
-        if not np.array_equal(weights, np.full(300_000, x, dtype=np.float64)):
+        if not np.array_equal(weights, np.full(self.world.globals["size"], x, dtype=np.float64)):
             raise ValueError("chunked global arrived wrong")
         time.sleep(self.world.globals["delay"])
         if self.world.globals["crash"] == [self.node_id, x]:
