@@ -484,12 +484,13 @@ class Coordinator:
         if status.state == "offline":
             if step.node_lost(status.node, time.monotonic()):
                 self._node_failed(status.node, "node went offline during the step")
-        elif status.node in step.lost or (before is not None and before.session != status.session):
-            if status.node not in step.succeeded:
-                # back (or restarted, having lost its task): ask again; a node that has the
-                # result in its outbox sends it, one that is still working ignores the duplicate
-                assert self.link is not None
-                self.link.publish(topics.assignment(self.swarm_id, status.node), self._assignment)
+            return
+        restarted = before is not None and before.session != status.session
+        if (status.node in step.lost or restarted) and status.node not in step.succeeded:
+            # back (or restarted, having lost its task): ask again; a node that has the result
+            # in its outbox sends it, one that is still working ignores the duplicate
+            assert self.link is not None
+            self.link.publish(topics.assignment(self.swarm_id, status.node), self._assignment)
 
     def _node_failed(self, node: str, error: str) -> None:
         """Report a node the round already marked failed (offline, or past the deadline)."""
