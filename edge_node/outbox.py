@@ -50,7 +50,8 @@ class Outbox:
         os.replace(tmp, self.pending_dir / entry.name)
 
     def pending(self) -> list[Entry]:
-        return [e for e in (self._load(p) for p in sorted(self.pending_dir.iterdir())) if e is not None]
+        files = sorted(p for p in self.pending_dir.iterdir() if p.is_file())
+        return [e for e in (self._load(p) for p in files) if e is not None]
 
     def find(self, key: Key) -> Entry | None:
         """The result already produced for ``key``, pending or sent."""

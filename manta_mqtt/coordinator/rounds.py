@@ -99,8 +99,11 @@ class StepRound:
         return missing
 
     def state(self, now: float, wait_for_lost: bool = True) -> str:
-        """``"waiting"``, ``"proceed"`` (quorum met and all in or deadline passed) or ``"short"``
-        (the quorum cannot be met any more)."""
+        """``"proceed"`` (quorum met, and every node settled or the deadline passed),
+        ``"waiting"`` (nodes still working, lost nodes still in their grace, or waited for), or
+        ``"short"`` (past the hard deadline, or nothing left to wait for, without the quorum).
+        Running nodes are waited for even when the quorum is already out of reach, so that
+        their successes count before a retry."""
         ok = len(self.succeeded)
         returning = [n for n in self.lost if now < self.lost_since.get(n, 0.0) + self.reconnect_grace]
         settled = self.complete and not returning

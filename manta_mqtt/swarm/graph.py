@@ -51,9 +51,11 @@ class Task:
             raise ValueError("timeout must be positive")
         if self.on_short not in SHORT_POLICIES:
             raise ValueError(f"on_short must be one of {SHORT_POLICIES}, not {self.on_short!r}")
+        if isinstance(self.quorum, bool):
+            raise ValueError("quorum must be a count, a fraction or None, not a bool")
         if isinstance(self.quorum, float) and not 0 < self.quorum <= 1:
             raise ValueError("a fractional quorum must be in (0, 1]")
-        if isinstance(self.quorum, int) and not isinstance(self.quorum, bool) and self.quorum < 1:
+        if isinstance(self.quorum, int) and self.quorum < 1:
             raise ValueError("a quorum count must be at least 1")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive")
