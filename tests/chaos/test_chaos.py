@@ -322,3 +322,33 @@ def test_garbage_and_oversized_payloads_during_a_round(
     assert summary.state == "stopped", summary.reason
     expect_exact(RunStore.open(summary.store_path), {i: ["n1", "n2"] for i in range(3)}, 3)
     assert summary.rejected.get("oversized", 0) >= 1 and summary.rejected.get("malformed", 0) >= 1
+
+
+def test_lost_work_moves_to_another_node_with_retry(mosquitto: BrokerUnderTest, tmp_path: Path, start_nodes) -> None:  # type: ignore[no-untyped-def]
+    """on_short="retry": a node assigned to the round dies, the round cannot reach its quorum
+    (all three), so the step runs again on the idle fourth node and completes exactly."""
+    ids = ["n1", "n2", "n3", "n4"]
+    nodes = dict(zip(ids, start_nodes(mosquitto, ids, numbers(tmp_path)), strict=True))
+    watcher = Watcher(mosquitto)
+    coord = coordinator(
+        mosquitto,
+        tmp_path,
+        4,
+        reconnect_grace=1.0,
+        globals={"delay": 1.0},
+        worker={"maximum": 3, "quorum": None, "on_short": "retry"},
+    )
+    thread, out = in_thread(coord)
+    watcher.wait(lambda: sum(watcher.running(n, 0) for n in ids) == 3, what="three nodes running iteration 0")
+    busy = sorted(n for n in ids if watcher.running(n, 0))
+    (idle,) = set(ids) - set(busy)
+    victim = busy[0]
+    os.kill(nodes[victim].proc.pid, signal.SIGKILL)
+    summary = finish(thread, out)
+    watcher.stop()
+    assert summary.state == "stopped", summary.reason
+    survivors = sorted([*busy[1:], idle])
+    store = RunStore.open(summary.store_path)
+    expect_exact(store, {i: survivors for i in range(3)}, 3)
+    moved = next(r for r in store.runs() if (r["iteration"], r["node"]) == (0, idle))
+    assert moved["ok"]
