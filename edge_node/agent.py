@@ -141,8 +141,11 @@ class EdgeAgent:
         delay = 1.0
         while not stop.is_set():
             if self.link.start():
-                self.link.subscribe([topics.my_assignments(self.node_id), topics.all_swarm_states()])
-                return True
+                filters = [topics.my_assignments(self.node_id), topics.all_swarm_states()]
+                if self.link.subscribe(filters, wait=10.0):
+                    return True
+                log.warning("broker %s did not acknowledge our subscriptions; reconnecting", self.config.broker)
+                self.link.stop()
             log.warning("broker %s unreachable; retrying in %.0f s", self.config.broker, delay)
             stop.wait(delay)
             delay = min(delay * 2, 60.0)

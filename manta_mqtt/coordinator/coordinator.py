@@ -187,9 +187,11 @@ class Coordinator:
         if not link.start():
             store.close()
             raise ConnectionError(f"cannot connect to the broker at {self.broker}")
-        link.subscribe(
-            [topics.all_node_status(), topics.swarm_results(self.swarm_id), topics.swarm_uploads(self.swarm_id)]
-        )
+        filters = [topics.all_node_status(), topics.swarm_results(self.swarm_id), topics.swarm_uploads(self.swarm_id)]
+        if not link.subscribe(filters, wait=10.0):
+            link.stop()
+            store.close()
+            raise ConnectionError(f"the broker at {self.broker} did not acknowledge our subscriptions")
         self.publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
         verb = "resuming" if options.resume is not None else "swarm"
         self.progress.info(f"{verb} {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")

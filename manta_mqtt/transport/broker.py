@@ -9,9 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("manta_mqtt.broker")
+
+
+class _SnapshotDict(dict):  # type: ignore[type-arg]
+    """A dict whose iteration walks a copy of its keys, so it may change meanwhile."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(super().keys()))
+
+    def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
+        return list(super().items())
+
+    def keys(self) -> list[Any]:  # type: ignore[override]
+        return list(super().keys())
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        return list(super().values())
 
 
 class EmbeddedBroker:
@@ -66,6 +83,10 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
         self._broker = Broker(config)
+        # amqtt 0.12 iterates its subscription table with awaits inside the loop when a client
+        # connects; a subscription made meanwhile raises "dictionary changed size during
+        # iteration" and leaves that client connected but dead. Iterating a snapshot avoids it.
+        self._broker._subscriptions = _SnapshotDict(self._broker._subscriptions)
         await self._broker.start()
         if self.port == 0:  # amqtt exposes the bound port only through its server object
             server = self._broker._servers["default"]

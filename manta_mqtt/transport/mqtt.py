@@ -109,6 +109,7 @@ class MqttLink:
         self._cond = threading.Condition()
         self._pending: set[int] = set()
         self._early: set[int] = set()
+        self._subacks: set[int] = set()
         self._connack: tuple[bool, str] | None = None
         self._closing = False
         self._client: paho.Client | None = None
@@ -130,6 +131,7 @@ class MqttLink:
         Returns False when the broker cannot be reached or refuses us, so that the caller can
         retry with its own back-off.
         """
+        self._closing = False
         versions = list(VERSIONS) if self.version == "auto" else [self.version]
         for version in versions:
             # amqtt leaves a refused MQTT 5 connection half-open, so the probe gets less time
@@ -164,6 +166,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _try_connect(self, version: str, timeout: float) -> tuple[bool, str]:
@@ -254,12 +257,34 @@ class MqttLink:
             raise RuntimeError("MqttLink.start() has not succeeded")
         return self._client
 
-    def subscribe(self, topic_filter: str | list[str], qos: int = 1) -> None:
+    def subscribe(self, topic_filter: str | list[str], qos: int = 1, wait: float | None = None) -> bool:
+        """Subscribe (remembered, and restored after a reconnection without session).
+
+        With ``wait``, block until the broker acknowledges (SUBACK), and return False if it
+        does not within ``wait`` seconds: a connection that cannot subscribe is no connection.
+        """
         filters = [topic_filter] if isinstance(topic_filter, str) else topic_filter
         for f in filters:
             self._subscriptions[f] = qos
-        if self._client is not None and filters:
-            self._client.subscribe([(f, qos) for f in filters])
+        if self._client is None or not filters:
+            return False
+        _rc, mid = self._client.subscribe([(f, qos) for f in filters])
+        if wait is None:
+            return True
+        deadline = time.monotonic() + wait
+        with self._cond:
+            while mid not in self._subacks and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            acked = mid in self._subacks
+            self._subacks.discard(mid)
+        return acked
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        with self._cond:
+            self._subacks.add(mid)
+            if len(self._subacks) > 1000:  # nobody waited for these
+                self._subacks.clear()
+            self._cond.notify_all()
 
     def unsubscribe(self, topic_filter: str | list[str]) -> None:
         filters = [topic_filter] if isinstance(topic_filter, str) else topic_filter
