@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from manta_mqtt.tools.mosquitto import MosquittoProcess, find_mosquitto
+from manta_mqtt.tools.processes import stop_process
 from manta_mqtt.transport.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,17 +98,13 @@ class NodeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},  # several "devices" share the cores
             )
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

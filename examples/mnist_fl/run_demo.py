@@ -9,6 +9,7 @@ metrics. The last line gives the iteration count and the final mean validation a
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -18,11 +19,15 @@ from pathlib import Path
 from manta_mqtt.coordinator.coordinator import Coordinator, CoordinatorOptions
 from manta_mqtt.coordinator.store import RunStore
 from manta_mqtt.swarm import load_swarm
+from manta_mqtt.tools.processes import stop_process
 from manta_mqtt.transport.broker import EmbeddedBroker
 from manta_mqtt.transport.mqtt import BrokerAddress
 
 HERE = Path(__file__).resolve().parent
 STATE = HERE.parent.parent / ".demo"
+# Three "devices" share this machine's cores: one torch thread each, as on a small board,
+# instead of every node's torch grabbing every core.
+NODE_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def final_accuracy(store: RunStore) -> float:
@@ -66,6 +71,7 @@ def main() -> int:
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env=NODE_ENV,
                 )
             )
         print(f"started {args.nodes} edge nodes (logs in {STATE})")
@@ -90,12 +96,9 @@ def main() -> int:
         return 0
     finally:
         for proc in nodes:
-            proc.terminate()
+            proc.terminate()  # all at once, then wait for each
         for proc in nodes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
         broker.stop()
 
 

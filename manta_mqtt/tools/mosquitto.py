@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .processes import stop_process
+
 DEV_CONFIG = Path(__file__).resolve().parents[2] / "broker_config" / "mosquitto-dev.conf"
 
 
@@ -76,12 +78,7 @@ class MosquittoProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self.proc = None
 
     def __enter__(self) -> MosquittoProcess:
