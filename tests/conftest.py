@@ -72,7 +72,14 @@ def torch_available() -> bool:
 class NodeProcess:
     """An ``edge-node start`` process with its own config and data dir."""
 
-    def __init__(self, tmp: Path, node_id: str, broker: BrokerUnderTest, datasets: dict[str, Path]) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        node_id: str,
+        broker: BrokerUnderTest,
+        datasets: dict[str, Path],
+        password: str | None = None,
+    ) -> None:
         self.node_id = node_id
         home = tmp / node_id
         home.mkdir(parents=True, exist_ok=True)
@@ -83,6 +90,7 @@ class NodeProcess:
             "[broker]",
             f'url = "{broker.url}"',
             f'version = "{broker.version}"',
+            *([f'username = "{node_id}"', f'password = "{password}"'] if password else []),
             "[datasets]",
             *(f'"{name}" = "{path}"' for name, path in datasets.items()),
         ]

@@ -1,0 +1,97 @@
+"""The broker ACL shipped in broker_config/manta.acl, on a real Mosquitto with passwords: a node
+(username = node id) cannot speak for another node, cannot read another node's assignments,
+and a swarm still runs exactly. This is what makes a well-formed forgery impossible."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from manta_mqtt.coordinator.coordinator import Coordinator, CoordinatorOptions
+from manta_mqtt.coordinator.progress import ConsoleProgress
+from manta_mqtt.coordinator.store import RunStore
+from manta_mqtt.protocol import topics
+from manta_mqtt.protocol.messages import NodeStatus, ResultEnvelope
+from manta_mqtt.swarm import load_swarm
+from manta_mqtt.tools.mosquitto import MosquittoProcess
+from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
+
+from .conftest import ROOT, BrokerUnderTest, NodeProcess, mosquitto_binary
+from .test_e2e_swarm import COUNTER, check_counter_results
+
+USERS = {"coordinator": "c-secret", "n1": "n1-secret", "n2": "n2-secret"}
+
+
+@pytest.fixture
+def secured(tmp_path: Path):  # type: ignore[no-untyped-def]
+    binary = mosquitto_binary()
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        pytest.skip("mosquitto_passwd is not installed (it comes with the mosquitto package)")
+    password_file = tmp_path / "passwd"
+    for i, (user, password) in enumerate(USERS.items()):
+        flags = ["-c"] if i == 0 else []
+        subprocess.run([passwd, *flags, "-b", str(password_file), user, password], check=True)
+    extra = f"allow_anonymous false\npassword_file {password_file}\nacl_file {ROOT / 'broker_config' / 'manta.acl'}\n"
+    server = MosquittoProcess(tmp_path / "mosquitto", extra=extra, binary=binary).start()
+    yield server
+    server.stop()
+
+
+def url(server: MosquittoProcess, user: str) -> str:
+    return f"mqtt://{user}:{USERS[user]}@127.0.0.1:{server.port}"
+
+
+def test_acl_confines_each_node_to_its_own_topics(secured: MosquittoProcess, tmp_path: Path) -> None:
+    anonymous = MqttLink("anon", BrokerAddress.parse(secured.url), version="5", session_expiry=0)
+    assert anonymous.start(timeout=3) is False  # no password, no entry
+
+    numbers = tmp_path / "numbers.npy"
+    np.save(numbers, np.arange(10))
+    broker = BrokerUnderTest("mosquitto", secured.url, "5", secured.port)
+    nodes = [
+        NodeProcess(tmp_path / "nodes", n, broker, {"numbers.npy": numbers}, password=USERS[n]).start()
+        for n in ("n1", "n2")
+    ]
+    # n1's credentials, trying to act as n2 and to read n2's work
+    evil = MqttLink("n1-evil", BrokerAddress.parse(url(secured, "n1")), version="5", session_expiry=0)
+    stolen: list[str] = []
+    evil.route("#", lambda t, p, r: stolen.append(t))
+    assert evil.start()
+    evil.subscribe(topics.my_assignments("n2"))
+    try:
+        swarm = load_swarm(COUNTER)
+        options = CoordinatorOptions(runs_dir=tmp_path / "runs", min_nodes=2, wait_nodes=30, mqtt_version="5")
+        coordinator = Coordinator(swarm, BrokerAddress.parse(url(secured, "coordinator")), options, ConsoleProgress())
+        forged = ResultEnvelope(coordinator.swarm_id, 0, "worker", "n2", 0, "ok", {"val": b"\x01"})
+        offline = NodeStatus("n2", "offline", ["numbers.npy"])
+
+        done = threading.Event()
+
+        def forge() -> None:  # all through the run: each would be accepted without the ACL
+            while not done.is_set():
+                evil.publish(topics.results(coordinator.swarm_id, "n2"), forged.to_bytes())
+                evil.publish(topics.node_status("n2"), offline.to_bytes(), retain=True)
+                time.sleep(0.05)
+
+        vandal = threading.Thread(target=forge)
+        vandal.start()
+        try:
+            summary = coordinator.run()
+        finally:
+            done.set()
+            vandal.join()
+    finally:
+        evil.stop()
+        for node in nodes:
+            node.stop()
+    assert summary.state == "stopped", summary.reason
+    assert summary.rejected == {}  # the broker dropped the forgeries: none reached the coordinator
+    check_counter_results(RunStore.open(summary.store_path), ["n1", "n2"], 3)
+    assert stolen == []  # n1 could not read n2's assignments
