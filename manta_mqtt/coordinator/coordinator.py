@@ -36,6 +36,7 @@ from ..transport.blobs import BlobPublisher, UploadReceiver
 from ..transport.mqtt import BrokerAddress, MqttLink
 from .checkpoint import Checkpoint, rng_state_from_json, rng_state_to_json
 from .host import COORDINATOR_NODE, CoordinatorHost
+from .intake import Intake
 from .metrics import summarize
 from .placement import eligible_nodes, select_nodes
 from .progress import ConsoleProgress, ProgressView
@@ -46,7 +47,6 @@ log = logging.getLogger("manta_mqtt.coordinator")
 
 #: Results up to this size are decoded to show their metrics; larger ones (models) are not.
 METRICS_MAX_BYTES = 64 * 1024
-MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Coordinator:
         self.rng = random.Random(self.options.seed)
         self.nodes: dict[str, NodeStatus] = {}
         self.reject = Rejections(log)
-        self.events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self.intake = Intake(self.reject)
         self.globals: dict[str, str] = {}
         self.code: dict[str, CodeRef] = {}
         self.previous_nodes: dict[str, list[str]] = {}
@@ -123,44 +123,6 @@ class Coordinator:
         self.link: MqttLink | None = None
         self.publisher: BlobPublisher | None = None
         self._uploads: UploadReceiver | None = None
-
-    # --- network thread: classify and queue ------------------------------------------------
-
-    def _on_status(self, topic: str, payload: bytes, _retained: bool) -> None:
-        if not payload:
-            return  # a cleared retained status
-        try:
-            parsed = topics.parse(topic)
-            status = NodeStatus.parse(payload)
-        except (topics.TopicError, ProtocolError) as exc:
-            self.reject("malformed", f"status on {topic}: {exc}")
-            return
-        if status.node != parsed.node:
-            self.reject("forged", f"status on {topic} claims node {status.node!r}")
-            return
-        self.events.put(("status", status, None))
-
-    def _on_results(self, topic: str, payload: bytes, _retained: bool) -> None:
-        try:
-            node = topics.parse(topic).node
-        except topics.TopicError as exc:
-            self.reject("malformed", f"results topic: {exc}")
-            return
-        if len(payload) > MAX_ENVELOPE_BYTES:
-            self.reject("oversized", f"envelope of {len(payload)} bytes from {node}")
-            return
-        self.events.put(("results", node, payload))
-
-    def _on_upload(self, topic: str, payload: bytes, _retained: bool) -> None:
-        try:
-            parsed = topics.parse(topic)
-        except topics.TopicError as exc:
-            self.reject("malformed", f"upload topic: {exc}")
-            return
-        assert self._uploads is not None and parsed.node and parsed.sha and parsed.index is not None
-        sha = self._uploads.receive(parsed.node, parsed.sha, parsed.index, payload)
-        if sha is not None:
-            self.events.put(("blob", sha, None))
 
     # --- main thread -------------------------------------------------------------------------
 
@@ -181,13 +143,10 @@ class Coordinator:
             store = self.store = RunStore.create(options.runs_dir, self.swarm_id, description)
         self._uploads = UploadReceiver(store.blobs, max_size=options.max_upload, on_reject=self.reject)
         link = self.link = MqttLink(f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version)
-        link.route(topics.all_node_status(), self._on_status)
-        link.route(topics.swarm_results(self.swarm_id), self._on_results)
-        link.route(topics.swarm_uploads(self.swarm_id), self._on_upload)
+        filters = self.intake.attach(link, self.swarm_id, self._uploads)
         if not link.start():
             store.close()
             raise ConnectionError(f"cannot connect to the broker at {self.broker}")
-        filters = [topics.all_node_status(), topics.swarm_results(self.swarm_id), topics.swarm_uploads(self.swarm_id)]
         if not link.subscribe(filters, wait=10.0):
             link.stop()
             store.close()
@@ -463,7 +422,7 @@ class Coordinator:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                kind, a, b = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                kind, a, b = self.intake.events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return
             if kind == "status":
