@@ -52,6 +52,7 @@ class EdgeAgent:
         self.outbox = Outbox(config.data_dir / "outbox")
         self._queued: set[Key] = set()
         self._wake = threading.Event()  # set on (re)connection: time to deliver the outbox
+        self._undelivered = False  # a delivery failed while connected: try again
         self.running: Assignment | None = None
         self.cancel = threading.Event()
         self.tasks_run = 0
@@ -157,7 +158,7 @@ class EdgeAgent:
         log.info("node %s ready (datasets: %s)", self.node_id, ", ".join(sorted(self.config.datasets)) or "none")
         try:
             while not stop.is_set():
-                if self._wake.is_set() or self.outbox_waiting:
+                if self._wake.is_set() or (self._undelivered and self.link.connected.is_set()):
                     self._wake.clear()
                     self.deliver_pending()
                 try:
@@ -250,11 +251,8 @@ class EdgeAgent:
         self.outbox.put(entry)
         self.deliver(entry)
 
-    @property
-    def outbox_waiting(self) -> bool:
-        return self.link.connected.is_set() and any(self.outbox.pending_dir.iterdir())
-
     def deliver_pending(self) -> None:
+        self._undelivered = False
         for entry in self.outbox.pending():
             if not self.deliver(entry):
                 return
@@ -270,6 +268,7 @@ class EdgeAgent:
         self.link.publish(topics.results(swarm, self.node_id), entry.envelope)
         if not self.link.flush(60):
             log.warning("result %s not acknowledged yet; it stays in the outbox", entry.name)
+            self._undelivered = True
             return False
         self.outbox.mark_sent(entry)
         return True

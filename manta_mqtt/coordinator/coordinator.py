@@ -122,7 +122,6 @@ class Coordinator:
         self.store: RunStore | None = None
         self.link: MqttLink | None = None
         self.publisher: BlobPublisher | None = None
-        self._uploads: UploadReceiver | None = None
 
     # --- main thread -------------------------------------------------------------------------
 
@@ -141,9 +140,9 @@ class Coordinator:
             self._restore(store, description)
         else:
             store = self.store = RunStore.create(options.runs_dir, self.swarm_id, description)
-        self._uploads = UploadReceiver(store.blobs, max_size=options.max_upload, on_reject=self.reject)
+        uploads = UploadReceiver(store.blobs, max_size=options.max_upload, on_reject=self.reject)
         link = self.link = MqttLink(f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version)
-        filters = self.intake.attach(link, self.swarm_id, self._uploads)
+        filters = self.intake.attach(link, self.swarm_id, uploads)
         if not link.start():
             store.close()
             raise ConnectionError(f"cannot connect to the broker at {self.broker}")
@@ -357,9 +356,8 @@ class Coordinator:
             attempt=attempt,
             reconnect_grace=self.options.reconnect_grace,
         )
-        for row in self.store.runs():
-            if (row["iteration"], row["task"]) == (self.iteration, task.name) and row["ok"] and row["node"] in nodes:
-                step.record(row["node"], NodeOutcome(True, "", row["duration"]))
+        for node, duration in self.store.succeeded_nodes(self.iteration, task.name).items():
+            step.record(node, NodeOutcome(True, "", duration))  # ignored for nodes not in this step
         self._save_checkpoint(current={"task": task.name, "nodes": nodes, "attempt": attempt})
         assignment = Assignment(
             swarm=self.swarm_id,
@@ -390,14 +388,14 @@ class Coordinator:
             self._pump(0.25)
             for node in step.expire(time.monotonic()):
                 self._node_failed(node, "no result before the step deadline")
-            if self._uploads is not None:
-                self._uploads.sweep()
+            if self.intake.uploads is not None:
+                self.intake.uploads.sweep()
 
     def _retry_step(self, task: Task, step: StepRound, quorum: int) -> StepRound:
         """Run the step again on every eligible online node without a success (attempt + 1)."""
         done = step.succeeded
         online = eligible_nodes(task, self._online())
-        nodes = sorted(set(done) | {n for n in online if n not in done})
+        nodes = sorted(set(done) | set(online))
         self.progress.warn(
             f"{task.name}: {len(done)} of {quorum} needed succeeded; retrying on {len(nodes) - len(done)} node(s)"
         )

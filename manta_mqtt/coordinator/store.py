@@ -91,6 +91,13 @@ class RunStore:
             (iteration, task, node, tag, sha, time.time()),
         )
 
+    def succeeded_nodes(self, iteration: int, task: str) -> dict[str, float]:
+        """``{node: duration}`` of the runs of one step that succeeded."""
+        rows = self._rows(
+            "SELECT node, duration FROM runs WHERE iteration = ? AND task = ? AND ok = 1", (iteration, task)
+        )
+        return {node: duration for node, duration in rows}
+
     def late_results(self, tag: str) -> dict[int, dict[str, Any]]:
         """``{iteration: {node: value}}`` of stragglers' results for ``tag``."""
         out: dict[int, dict[str, Any]] = {}

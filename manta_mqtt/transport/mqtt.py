@@ -109,7 +109,7 @@ class MqttLink:
         self._cond = threading.Condition()
         self._pending: set[int] = set()
         self._early: set[int] = set()
-        self._subacks: set[int] = set()
+        self._subacks: dict[int, None] = {}  # acknowledged subscribe mids, oldest first
         self._connack: tuple[bool, str] | None = None
         self._closing = False
         self._client: paho.Client | None = None
@@ -269,21 +269,21 @@ class MqttLink:
         if self._client is None or not filters:
             return False
         _rc, mid = self._client.subscribe([(f, qos) for f in filters])
-        if wait is None:
-            return True
+        if wait is None or mid is None:
+            return wait is None
         deadline = time.monotonic() + wait
         with self._cond:
             while mid not in self._subacks and time.monotonic() < deadline:
                 self._cond.wait(0.05)
             acked = mid in self._subacks
-            self._subacks.discard(mid)
+            self._subacks.pop(mid, None)
         return acked
 
     def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
         with self._cond:
-            self._subacks.add(mid)
-            if len(self._subacks) > 1000:  # nobody waited for these
-                self._subacks.clear()
+            self._subacks[mid] = None
+            if len(self._subacks) > 1000:  # nobody waited for the oldest: forget it, keep the newest
+                del self._subacks[next(iter(self._subacks))]
             self._cond.notify_all()
 
     def unsubscribe(self, topic_filter: str | list[str]) -> None:
