@@ -184,7 +184,9 @@ class EdgeAgent:
         self.cancel.clear()
         self.announce()
         host = EdgeHost(self.node_id, a, self.cache, {k: str(v) for k, v in self.config.datasets.items()})
-        missing = self.fetcher.fetch(a.swarm, [a.code.sha, *a.globals.values()], timeout=min(a.timeout, FETCH_TIMEOUT))
+        missing = self.fetcher.fetch(
+            a.swarm, [a.code.sha, *a.global_refs.values()], timeout=min(a.timeout, FETCH_TIMEOUT)
+        )
         if missing:
             outcome = TaskOutcome(
                 False, f"could not fetch blob(s) {', '.join(s[:12] for s in missing)} from the broker"
@@ -241,7 +243,7 @@ class EdgeAgent:
             attempt=a.attempt,
             status="ok" if outcome.ok else "failed",
             results=self._to_wire(host.results, uploads) if outcome.ok else {},
-            globals=self._to_wire(host.globals, uploads) if outcome.ok else {},
+            global_writes=self._to_wire(host.global_writes, uploads) if outcome.ok else {},
             schedule=host.schedule if outcome.ok else [],
             stop=host.stop and outcome.ok,
             error=outcome.error,

@@ -21,7 +21,7 @@ class EdgeHost:
         self.cache = cache
         self.datasets = datasets
         self.results: dict[str, bytes] = {}
-        self.globals: dict[str, bytes] = {}
+        self.global_writes: dict[str, bytes] = {}
         self.schedule: list[tuple[str, list[str]]] = []
         self.stop = False
         self._lock = threading.Lock()
@@ -38,13 +38,13 @@ class EdgeHost:
 
     def get_global(self, tag: str) -> bytes:
         with self._lock:
-            if tag in self.globals:  # the task reads back what it wrote
-                return self.globals[tag]
-        return self.cache.get(self.assignment.globals[tag])
+            if tag in self.global_writes:  # the task reads back what it wrote
+                return self.global_writes[tag]
+        return self.cache.get(self.assignment.global_refs[tag])
 
     def set_global(self, tag: str, value: bytes) -> None:
         with self._lock:
-            self.globals[tag] = value
+            self.global_writes[tag] = value
 
     def add_result(self, tag: str, value: bytes) -> None:
         with self._lock:

@@ -86,7 +86,7 @@ ASSIGNMENT = Assignment(
     task="worker",
     attempt=1,
     code=CodeRef(SHA2, "worker_task"),
-    globals={"weights": SHA3, "config": SHA},
+    global_refs={"weights": SHA3, "config": SHA},
     datasets=["mnist"],
     timeout=600.0,
 )
@@ -98,7 +98,7 @@ RESULT = ResultEnvelope(
     attempt=1,
     status="ok",
     results={"weights": BlobRef(SHA2, 10_000_000), "n": codec.encode(600), "empty": b""},
-    globals={"lr": codec.encode(0.01), "big": BlobRef(SHA3, 0)},
+    global_writes={"lr": codec.encode(0.01), "big": BlobRef(SHA3, 0)},
     schedule=[("worker", ["edge-01", "edge-02"]), ("scheduler", [])],
     stop=False,
     error="",
@@ -169,7 +169,7 @@ def test_result_values_keep_their_kind():
     assert parsed.results["weights"] == BlobRef(SHA2, 10_000_000)
     assert type(parsed.results["n"]) is bytes
     assert codec.decode(parsed.results["n"]) == 600
-    assert parsed.globals["big"] == BlobRef(SHA3, 0)
+    assert parsed.global_writes["big"] == BlobRef(SHA3, 0)
     assert parsed.schedule == [("worker", ["edge-01", "edge-02"]), ("scheduler", [])]
     assert parsed.key == ("fl-mnist", 3, "worker", "edge-01")
 
@@ -200,7 +200,13 @@ def test_optional_fields_default():
     assert SwarmState.parse(b'{"v": 1, "swarm": "s", "state": "stopped"}') == SwarmState("s", "", "stopped")
     minimal = {k: WIRE[ResultEnvelope][k] for k in ("v", "swarm", "iteration", "task", "node", "status")}
     parsed = ResultEnvelope.parse(codec.encode(minimal))
-    assert (parsed.results, parsed.globals, parsed.schedule, parsed.stop, parsed.attempt) == ({}, {}, [], False, 0)
+    assert (parsed.results, parsed.global_writes, parsed.schedule, parsed.stop, parsed.attempt) == (
+        {},
+        {},
+        [],
+        False,
+        0,
+    )
 
 
 @pytest.mark.parametrize("message", [NODE_STATUS, NodeStatus("n", "offline"), SWARM_STATE], ids=repr)

@@ -365,7 +365,7 @@ class Coordinator:
             task=task.name,
             attempt=attempt,
             code=self.code[task.name],
-            globals=dict(self.globals),
+            global_refs=dict(self.globals),
             datasets=list(task.module.datasets),
             timeout=task.timeout,
         )
@@ -481,7 +481,7 @@ class Coordinator:
             self.reject(verdict.value, f"results from {node} for {envelope.task}@{envelope.iteration}")
             return
         assert self.store is not None
-        refs = [v.sha for v in [*envelope.results.values(), *envelope.globals.values()] if isinstance(v, BlobRef)]
+        refs = [v.sha for v in [*envelope.results.values(), *envelope.global_writes.values()] if isinstance(v, BlobRef)]
         missing = [sha for sha in refs if sha not in self.store.blobs]
         if missing:
             self._parked[node] = (envelope, missing)
@@ -523,7 +523,7 @@ class Coordinator:
         if ok:
             for tag, value in envelope.results.items():
                 self.store.add_result(envelope.iteration, envelope.task, envelope.node, tag, self._value_sha(value))
-            for tag, value in envelope.globals.items():
+            for tag, value in envelope.global_writes.items():
                 self.globals[tag] = self._value_sha(value)
             for alias, node_ids in envelope.schedule:
                 self._decisions.add_schedule(alias, node_ids)

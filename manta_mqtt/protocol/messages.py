@@ -20,6 +20,12 @@ from .topics import TopicError, check_id, check_sha
 VERSION = 1
 T = TypeVar("T")
 
+#: The words for globals, kept apart: a swarm's *global refs* map each tag to the sha256 of the
+#: encoded value it holds now (what assignments carry); a task's *global writes* map tags to the
+#: encoded values it set (what result envelopes carry); the *initial globals* of a ``Swarm`` are
+#: plain Python values, encoded once when the run starts.
+GlobalRefs = dict[str, str]
+
 
 class ProtocolError(ValueError):
     """A message that is malformed, of the wrong version, or inconsistent."""
@@ -298,7 +304,7 @@ class Assignment:
     task: str
     attempt: int
     code: CodeRef
-    globals: dict[str, str]  # tag -> blob sha
+    global_refs: GlobalRefs  # wire key "globals"
     datasets: list[str]
     timeout: float
 
@@ -311,7 +317,7 @@ class Assignment:
                 "task": self.task,
                 "attempt": self.attempt,
                 "code": self.code.to_dict(),
-                "globals": self.globals,
+                "globals": self.global_refs,
                 "datasets": self.datasets,
                 "timeout": self.timeout,
             }
@@ -338,7 +344,7 @@ class Assignment:
             task=_id(data, "task"),
             attempt=_nonneg(data, "attempt", 0),
             code=CodeRef.from_dict(_get(data, "code", dict)),
-            globals=dict(globals_),
+            global_refs=dict(globals_),
             datasets=_str_list(data, "datasets", []),
             timeout=float(timeout),
         )
@@ -379,8 +385,9 @@ def _values_from_wire(data: Any, key: str) -> dict[str, Value]:
 class ResultEnvelope:
     """Everything one task run on one node produced, published atomically after its uploads.
 
-    ``results`` and ``globals`` map tags to msgpack-encoded values (inline or by blob
-    reference); ``schedule`` and ``stop`` carry the task's control requests.
+    ``results`` and ``global_writes`` (wire key ``globals``: the globals the task set) map tags
+    to msgpack-encoded values, inline or by blob reference; ``schedule`` and ``stop`` carry the
+    task's control requests.
     """
 
     swarm: str
@@ -390,7 +397,7 @@ class ResultEnvelope:
     attempt: int
     status: str  # "ok" | "failed"
     results: dict[str, Value] = field(default_factory=dict)
-    globals: dict[str, Value] = field(default_factory=dict)
+    global_writes: dict[str, Value] = field(default_factory=dict)
     schedule: list[tuple[str, list[str]]] = field(default_factory=list)  # (alias, node ids)
     stop: bool = False
     error: str = ""
@@ -413,7 +420,7 @@ class ResultEnvelope:
                 "attempt": self.attempt,
                 "status": self.status,
                 "results": _values_to_wire(self.results),
-                "globals": _values_to_wire(self.globals),
+                "globals": _values_to_wire(self.global_writes),
                 "schedule": [[alias, ids] for alias, ids in self.schedule],
                 "stop": self.stop,
                 "error": self.error,
@@ -441,7 +448,7 @@ class ResultEnvelope:
             attempt=_nonneg(data, "attempt", 0),
             status=status,
             results=_values_from_wire(_get(data, "results", dict, {}), "results"),
-            globals=_values_from_wire(_get(data, "globals", dict, {}), "globals"),
+            global_writes=_values_from_wire(_get(data, "globals", dict, {}), "globals"),
             schedule=schedule,
             stop=_get(data, "stop", bool, False),
             error=_get(data, "error", str, ""),

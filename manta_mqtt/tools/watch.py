@@ -37,7 +37,7 @@ def describe(topic: str, payload: bytes) -> str:
             )
         if kind is topics.Kind.ASSIGNMENT:
             a = Assignment.parse(payload)
-            return f"{topic} run {a.task} iteration={a.iteration} globals={sorted(a.globals)}"
+            return f"{topic} run {a.task} iteration={a.iteration} globals={sorted(a.global_refs)}"
         if kind is topics.Kind.RESULTS:
             e = ResultEnvelope.parse(payload)
             return f"{topic} {e.status} {e.task} iteration={e.iteration} tags={sorted(e.results)} {e.duration:.1f}s"
