@@ -12,6 +12,7 @@ import sys
 import traceback
 
 from .client import current
+from .ops import Op
 
 
 def main(argv: list[str]) -> int:
@@ -26,9 +27,9 @@ def main(argv: list[str]) -> int:
             raise AttributeError(f"module {entry!r} has no main() function")
         run()
     except BaseException:  # report everything the user's code raised, SystemExit included
-        client.finish("failed", traceback=traceback.format_exc())
+        client.finish(Op.FAILED, traceback=traceback.format_exc())
         return 1
-    client.finish("done")
+    client.finish(Op.DONE)
     return 0
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from .channel import Channel
+from .ops import ErrorKind, Op
 
 CHANNEL_ENV = "MANTA_CHANNEL_FD"
 
@@ -20,26 +21,28 @@ class TaskClient:
         self._lock = threading.Lock()
         self._context: dict[str, Any] | None = None
 
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+    def request(self, op: Op, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its reply; a refusal raises the exception its kind names."""
         with self._lock:
-            self.channel.send({"op": op, **fields})
+            self.channel.send({"op": op.value, **fields})
             reply = self.channel.recv()
         if not isinstance(reply, dict):
             raise RuntimeError("malformed reply from the host")
         if not reply.get("ok"):
             message = str(reply.get("error", "request failed"))
-            raise KeyError(message) if reply.get("kind") == "KeyError" else RuntimeError(message)
+            raise KeyError(message) if reply.get("kind") == ErrorKind.KEY_ERROR.value else RuntimeError(message)
         return reply
 
     @property
     def context(self) -> dict[str, Any]:
         if self._context is None:
-            self._context = self.request("hello")["context"]
+            self._context = self.request(Op.HELLO)["context"]
         return self._context
 
-    def finish(self, op: str, **fields: Any) -> None:
+    def finish(self, op: Literal[Op.DONE, Op.FAILED], **fields: Any) -> None:
+        """Send the task's last frame; the host does not reply to it."""
         with self._lock:
-            self.channel.send({"op": op, **fields})
+            self.channel.send({"op": op.value, **fields})
 
 
 _client: TaskClient | None = None

@@ -1,5 +1,10 @@
 """Runs one task in a child process, so a task that raises, crashes or hangs cannot take its
 host down; what happened comes back as a :class:`TaskOutcome`.
+
+Three threads take part in a run. The thread that calls :func:`run_task` owns the child process
+and the channel: it alone waits for, kills and reaps the process, and closes the channel. The
+server thread only answers the task's requests, until the task's final frame or the end of the
+channel. The pump thread only reads the child's stdout into the log and a tail for the report.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ from typing import IO, Any
 from .channel import Channel
 from .client import CHANNEL_ENV
 from .host import TaskHost, serve
+from .ops import Op
 
 log = logging.getLogger("manta_mqtt.executor")
+
+#: How long, once the child has exited, to wait for the server and pump threads to read what it
+#: left in the socket and the pipe. Only a grandchild still holding them open makes this wait.
+DRAIN_TIMEOUT = 5.0
 
 
 @dataclass
@@ -42,6 +52,7 @@ def _describe_exit(code: int) -> str:
 
 
 def _pump(stream: IO[bytes], prefix: str, tail: collections.deque[str]) -> None:
+    """The pump thread: log the child's output and keep its tail, until EOF on the pipe."""
     for raw in stream:
         line = raw.decode("utf-8", "replace").rstrip()
         tail.append(line)
@@ -58,7 +69,11 @@ def run_task(
     cancel: threading.Event | None = None,
     label: str = "task",
 ) -> TaskOutcome:
-    """Run ``entry.main()`` from ``bundle`` with ``host`` answering its requests."""
+    """Run ``entry.main()`` from ``bundle`` with ``host`` answering its requests.
+
+    Returns once the child has exited (or was killed at ``timeout`` or on ``cancel``) and the
+    server thread has read its final frame; ``host`` is called only on the server thread.
+    """
     parent_sock, child_sock = socket.socketpair()
     env = dict(os.environ)
     env[CHANNEL_ENV] = str(child_sock.fileno())
@@ -80,7 +95,7 @@ def run_task(
     tail: collections.deque[str] = collections.deque(maxlen=40)
     pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{label}]", tail), daemon=True)
     pump.start()
-    final: dict[str, Any] = {}
+    final: dict[str, Any] = {}  # written by the server thread; read here only after _drain joined it
     channel = Channel(parent_sock)
 
     def serve_task() -> None:
@@ -88,6 +103,23 @@ def run_task(
 
     server = threading.Thread(target=serve_task, name=f"serve-{label}", daemon=True)
     server.start()
+    killed = _wait(proc, started, timeout, cancel)
+    _drain(server, channel, label)
+    pump.join(DRAIN_TIMEOUT)
+    duration = time.monotonic() - started
+    if killed:
+        return TaskOutcome(False, f"task {killed}", duration)
+    op = Op.parse(final.get("op"))
+    if op is Op.DONE and proc.returncode == 0:
+        return TaskOutcome(True, "", duration)
+    if op is Op.FAILED:
+        return TaskOutcome(False, str(final.get("traceback", "task failed")), duration)
+    output = "\n".join(tail)
+    return TaskOutcome(False, f"task process {_describe_exit(proc.returncode)}\n{output}".strip(), duration)
+
+
+def _wait(proc: subprocess.Popen[bytes], started: float, timeout: float, cancel: threading.Event | None) -> str:
+    """Wait for the child to exit, killing it at the timeout or on cancel; why it was killed, or ""."""
     deadline = started + timeout
     killed = ""
     while proc.poll() is None:
@@ -101,18 +133,26 @@ def run_task(
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.1)
     proc.wait()
+    return killed
+
+
+def _drain(server: threading.Thread, channel: Channel, label: str) -> None:
+    """Let the server thread read the frames the exited child left in the socket, then close it.
+
+    The child's end closed when it exited, so the server reads what is buffered (the final frame
+    among it) and then EOF. Closing first would throw those frames away. A grandchild that
+    inherited the socket keeps it open: past the bound, shutting the socket down ends the
+    server's recv (buffered frames are still read first).
+    """
+    server.join(DRAIN_TIMEOUT)
+    if server.is_alive():
+        log.warning("[%s] the task's channel is still open after it exited (a child process?)", label)
+        with contextlib.suppress(OSError):
+            channel.sock.shutdown(socket.SHUT_RDWR)
+        server.join(DRAIN_TIMEOUT)
+        if server.is_alive():
+            log.warning("[%s] the host is still answering the task's last request; closing anyway", label)
     channel.close()
-    server.join(5)
-    pump.join(5)
-    duration = time.monotonic() - started
-    if killed:
-        return TaskOutcome(False, f"task {killed}", duration)
-    if final.get("op") == "done" and proc.returncode == 0:
-        return TaskOutcome(True, "", duration)
-    if final.get("op") == "failed":
-        return TaskOutcome(False, str(final.get("traceback", "task failed")), duration)
-    output = "\n".join(tail)
-    return TaskOutcome(False, f"task process {_describe_exit(proc.returncode)}\n{output}".strip(), duration)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

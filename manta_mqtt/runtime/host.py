@@ -1,7 +1,7 @@
 """What a task can ask of the process that runs it, and the loop that answers it.
 
 The edge agent and the coordinator each implement :class:`TaskHost`; :func:`serve` turns the
-task's channel requests into calls on it. Values cross as encoded bytes: the host stores and
+task's channel requests (:class:`~.ops.Op`) into calls on it. Values cross as encoded bytes: the host stores and
 forwards them without decoding user data.
 """
 
@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from ..protocol import codec
 from .channel import Channel, ChannelClosed
+from .ops import ErrorKind, Op, error_reply
 
 log = logging.getLogger("manta_mqtt.runtime")
 
@@ -52,35 +53,40 @@ def _bytes(request: dict[str, Any], key: str) -> bytes:
     return value
 
 
-def _handle(host: TaskHost, request: dict[str, Any]) -> dict[str, Any]:
-    op = request.get("op")
-    if op == "hello":
-        return {"context": host.context()}
-    if op == "global_get":
-        try:
-            return {"value": host.get_global(_str(request, "tag"))}
-        except KeyError as exc:
-            return {"error": f"unknown global {exc.args[0]!r}", "kind": "KeyError"}
-    if op == "global_set":
-        host.set_global(_str(request, "tag"), _bytes(request, "value"))
-    elif op == "result_add":
-        host.add_result(_str(request, "tag"), _bytes(request, "value"))
-    elif op == "result_select":
-        return {"values": host.select_results(_str(request, "tag"))}
-    elif op == "schedule":
-        ids = request.get("node_ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise TaskHostError("node_ids must be a list of strings")
-        host.schedule_next_iter(ids, _str(request, "alias"))
-    elif op == "stop":
-        host.stop_swarm()
-    else:
-        raise TaskHostError(f"unknown request {op!r}")
-    return {}
+def _handle(host: TaskHost, op: Op | None, request: dict[str, Any]) -> dict[str, Any]:
+    """The reply to one request; raises :class:`TaskHostError` for a request the host refuses."""
+    match op:
+        case Op.HELLO:
+            return {"ok": True, "context": host.context()}
+        case Op.GLOBAL_GET:
+            try:
+                return {"ok": True, "value": host.get_global(_str(request, "tag"))}
+            except KeyError as exc:
+                return error_reply(f"unknown global {exc.args[0]!r}", ErrorKind.KEY_ERROR)
+        case Op.GLOBAL_SET:
+            host.set_global(_str(request, "tag"), _bytes(request, "value"))
+        case Op.RESULT_ADD:
+            host.add_result(_str(request, "tag"), _bytes(request, "value"))
+        case Op.RESULT_SELECT:
+            return {"ok": True, "values": host.select_results(_str(request, "tag"))}
+        case Op.SCHEDULE:
+            ids = request.get("node_ids")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise TaskHostError("node_ids must be a list of strings")
+            host.schedule_next_iter(ids, _str(request, "alias"))
+        case Op.STOP:
+            host.stop_swarm()
+        case Op.DONE | Op.FAILED | None:  # a final op is no request; serve() never passes one here
+            raise TaskHostError(f"unknown request {request.get('op')!r}")
+    return {"ok": True}
 
 
 def serve(channel: Channel, host: TaskHost) -> dict[str, Any] | None:
-    """Answer requests until the task reports its end; return that final message (or None)."""
+    """Answer requests until the task reports its end; return that final message (or None).
+
+    Runs on the executor's server thread, which only uses ``channel`` to receive and reply: the
+    thread that called run_task owns the channel and closes it after this returns.
+    """
     while True:
         try:
             request = channel.recv()
@@ -92,17 +98,16 @@ def serve(channel: Channel, host: TaskHost) -> dict[str, Any] | None:
         if not isinstance(request, dict):
             log.warning("task sent a non-map request")
             return None
-        if request.get("op") in ("done", "failed"):
+        op = Op.parse(request.get("op"))
+        if op is not None and op.final:
             return request
         try:
-            reply = {"ok": True, **_handle(host, request)}
+            reply = _handle(host, op, request)
         except TaskHostError as exc:
-            reply = {"ok": False, "error": str(exc), "kind": "RuntimeError"}
+            reply = error_reply(str(exc))
         except Exception as exc:  # a host bug must not hang the task: report it
             log.exception("host failed on %s", request.get("op"))
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": "RuntimeError"}
-        if "error" in reply:
-            reply["ok"] = False
+            reply = error_reply(f"{type(exc).__name__}: {exc}")
         try:
             channel.send(reply)
         except OSError:

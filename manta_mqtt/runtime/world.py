@@ -7,6 +7,7 @@ from typing import Any
 
 from ..protocol import codec
 from .client import TaskClient, current
+from .ops import Op
 
 
 class ResultMethod(IntEnum):
@@ -26,10 +27,10 @@ class Globals:
         self._client = client or current()
 
     def __getitem__(self, tag: str) -> Any:
-        return codec.decode(self._client.request("global_get", tag=tag)["value"])
+        return codec.decode(self._client.request(Op.GLOBAL_GET, tag=tag)["value"])
 
     def __setitem__(self, tag: str, value: Any) -> None:
-        self._client.request("global_set", tag=tag, value=codec.encode(value))
+        self._client.request(Op.GLOBAL_SET, tag=tag, value=codec.encode(value))
 
     def get(self, tag: str) -> Any:
         return self[tag]
@@ -46,7 +47,7 @@ class Results:
 
     def add(self, tag: str, result: Any) -> None:
         """Record ``result`` under ``tag`` for this node and iteration (a later add replaces it)."""
-        self._client.request("result_add", tag=tag, value=codec.encode(result))
+        self._client.request(Op.RESULT_ADD, tag=tag, value=codec.encode(result))
 
     def select(self, tag: str, size: int = -1, method: ResultMethod = ResultMethod.ALL) -> dict[str, Any]:
         """``{node_id: value}`` for every node that added ``tag`` in the current iteration.
@@ -54,7 +55,7 @@ class Results:
         ``size`` > 0 keeps that many nodes (sorted by id). Available to tasks placed on the
         coordinator.
         """
-        values = self._client.request("result_select", tag=tag)["values"]
+        values = self._client.request(Op.RESULT_SELECT, tag=tag)["values"]
         nodes = sorted(values)
         if size is not None and size > 0:
             nodes = nodes[:size]
@@ -79,8 +80,8 @@ class World:
 
     def schedule_next_iter(self, node_ids: list[str], task_to_schedule_alias: str) -> None:
         """Run the task with alias ``task_to_schedule_alias`` next iteration on ``node_ids``."""
-        self._client.request("schedule", node_ids=list(node_ids), alias=task_to_schedule_alias)
+        self._client.request(Op.SCHEDULE, node_ids=list(node_ids), alias=task_to_schedule_alias)
 
     def stop_swarm(self) -> None:
         """End the swarm once the current step completes."""
-        self._client.request("stop")
+        self._client.request(Op.STOP)
