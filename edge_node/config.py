@@ -11,6 +11,10 @@ username = "pi-kitchen"            # optional; password or password_file
 password_file = "/etc/manta/password"
 version = "auto"                   # "5", "3.1.1" or "auto"
 tls_ca = "/etc/manta/ca.crt"       # optional CA for mqtts://
+chunk_size = 1048576               # optional: bytes per upload chunk, >= 1024 (default 1 MiB);
+                                   #   an MQTT 5 broker's maximum packet size lowers it
+inline_limit = 262144              # optional: bytes, >= 0 (default 256 KiB); a result or global
+                                   #   larger than this is uploaded as chunks, not sent inline
 
 [datasets]                         # name -> file or folder; relative paths start at this file
 "mnist_part.npz" = "/data/mnist_part.npz"
@@ -23,9 +27,12 @@ timeout = 3600                     # upper bound on any one task run, in seconds
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MIN_CHUNK_SIZE
 from manta_mqtt.protocol.topics import TopicError, check_id
 from manta_mqtt.transport.mqtt import VERSIONS, BrokerAddress
 
@@ -48,8 +55,8 @@ class NodeConfig:
     mqtt_version: str = "auto"
     tls_ca: str | None = None
     task_timeout: float = 3600.0
-    chunk_size: int = 1024 * 1024
-    inline_limit: int = 256 * 1024
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES
 
     def override(self, *, broker_url: str | None = None, mqtt_version: str | None = None) -> None:
         """Apply command-line overrides (credentials from the config are kept)."""
@@ -109,5 +116,16 @@ class NodeConfig:
             mqtt_version=version,
             tls_ca=str(resolve(broker["tls_ca"])) if broker.get("tls_ca") else None,
             task_timeout=float(tasks.get("timeout", 3600)),
-            chunk_size=int(broker.get("chunk_size", 1024 * 1024)),
+            chunk_size=_int(broker, "chunk_size", DEFAULT_CHUNK_SIZE, minimum=MIN_CHUNK_SIZE),
+            inline_limit=_int(broker, "inline_limit", DEFAULT_INLINE_LIMIT_BYTES, minimum=0),
         )
+
+
+def _int(table: Mapping[str, Any], key: str, default: int, *, minimum: int) -> int:
+    """An integer of the ``[broker]`` table: a typo such as ``"1M"`` or ``1.5`` must not start a node."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"broker.{key} must be an integer number of bytes, not {value!r}")
+    if value < minimum:
+        raise ConfigError(f"broker.{key} must be at least {minimum}, not {value}")
+    return value

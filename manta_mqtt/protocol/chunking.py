@@ -11,12 +11,17 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-DEFAULT_CHUNK_SIZE = 1024 * 1024
-MIN_CHUNK_SIZE = 1024
+from .limits import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
+from .limits import MIN_CHUNK_SIZE as MIN_CHUNK_SIZE
 
 
 class ChunkError(ValueError):
     """A chunk that contradicts its blob, or a blob whose bytes do not match its sha256."""
+
+
+class DigestMismatch(ChunkError):
+    """Every chunk arrived but the bytes do not hash to the blob's sha256: the transfer is lost
+    (retrying cannot help, the same chunks would come again)."""
 
 
 def sha256(data: bytes | bytearray | memoryview) -> str:
@@ -103,5 +108,5 @@ class Assembler:
         if self._missing:
             return None
         if sha256(self._buffer) != info.sha:
-            raise ChunkError(f"blob {info.sha[:12]} failed its sha256 check")
+            raise DigestMismatch(f"blob {info.sha[:12]} failed its sha256 check")
         return self._buffer  # handed over, not copied: the assembler is done

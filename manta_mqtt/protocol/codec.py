@@ -13,9 +13,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from .limits import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # the cap on one decode: MQTT's maximum packet size
+
 NDARRAY_EXT = 1
-#: Hard cap on what one decode call accepts (the MQTT maximum packet size).
-MAX_MESSAGE_BYTES = 268_435_455
 
 
 class CodecError(ValueError):

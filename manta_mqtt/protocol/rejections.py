@@ -7,7 +7,17 @@ import threading
 from collections import Counter
 
 #: The reasons in use, so that dashboards can rely on the names.
-REASONS = ("malformed", "forged", "unknown_swarm", "late", "unexpected", "duplicate", "oversized", "bad_chunk")
+REASONS = (
+    "malformed",
+    "forged",
+    "unknown_swarm",
+    "late",
+    "unexpected",
+    "duplicate",
+    "oversized",
+    "bad_chunk",
+    "overflow",
+)
 
 
 class Rejections:

@@ -11,10 +11,13 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from .limits import ID_PATTERN, MAX_CHUNK_INDEX
+
 ROOT = "manta/v1"
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ID = re.compile(ID_PATTERN)
 _SHA = re.compile(r"[0-9a-f]{64}")
-MAX_INDEX = 999_999_999
+MAX_INDEX = MAX_CHUNK_INDEX  # the older name
+_INDEX_DIGITS = len(str(MAX_CHUNK_INDEX))
 
 
 class TopicError(ValueError):
@@ -68,9 +71,8 @@ def results(swarm: str, node: str) -> str:
 
 
 def upload_chunk(swarm: str, node: str, sha: str, index: int) -> str:
-    return (
-        f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/uploads/{check_id(node, 'node id')}/{check_sha(sha)}/{int(index)}"
-    )
+    base = f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/uploads/{check_id(node, 'node id')}"
+    return f"{base}/{check_sha(sha)}/{_check_index(index)}"
 
 
 # --- subscription filters --------------------------------------------------------------------
@@ -125,7 +127,7 @@ class Topic:
 
 
 def _index(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > _INDEX_DIGITS:
         raise TopicError(f"invalid chunk index: {text!r}")
     return int(text)
 

@@ -1,0 +1,104 @@
+"""Every limit a peer of protocol v1 must respect, named once.
+
+A node or coordinator written in another language needs these numbers as much as the topic
+layout, so they live here, and docs/protocol.md (section *Limits*) states each one; a test
+keeps the two in step. Naming convention, which that test relies on: a name ending in
+``_BYTES`` or ``_SIZE`` is in bytes, one ending in ``_SECONDS`` in seconds, ``ID_PATTERN`` is a
+regular expression, and every other name is a count. Rejection reasons are those of
+:mod:`manta_mqtt.protocol.rejections`.
+"""
+
+from __future__ import annotations
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+# --- message sizes ---------------------------------------------------------------------------
+
+#: Largest msgpack message any receiver decodes: the MQTT maximum packet size. Enforced by
+#: ``codec.decode``; a larger payload is refused and the message counted ``malformed``.
+MAX_MESSAGE_BYTES = 268_435_455
+
+#: Largest assignment payload a node accepts. Enforced by the node before decoding; a larger
+#: one is dropped and counted ``oversized`` (the node never runs it).
+MAX_ASSIGNMENT_BYTES = 1 * MiB
+
+#: Largest result envelope the coordinator accepts. Enforced by the coordinator's intake before
+#: decoding; a larger one is dropped and counted ``oversized`` (values this large belong in
+#: uploads, referenced by ``{"blob", "size"}``).
+MAX_ENVELOPE_BYTES = 64 * MiB
+
+#: Largest blob (code bundle, global, uploaded value) a receiver reassembles. Enforced by the
+#: node's blob fetcher and the coordinator's upload receiver when a transfer starts; each chunk
+#: of a larger blob is dropped and counted ``bad_chunk``, so the blob never arrives.
+MAX_BLOB_BYTES = 1 * GiB
+
+# --- chunks ------------------------------------------------------------------------------------
+
+#: Smallest chunk size a ``BlobMeta`` or ``Chunk`` may declare. Enforced by every parser; a
+#: message declaring less is dropped and counted ``malformed``.
+MIN_CHUNK_SIZE = 1 * KiB
+
+#: Chunk size publishers use unless configured otherwise; it shrinks below the broker's MQTT 5
+#: ``MaximumPacketSize`` (never below ``MIN_CHUNK_SIZE``). A default, not a bound on receivers.
+DEFAULT_CHUNK_SIZE = 1 * MiB
+
+#: Largest chunk index in a topic (nine digits). Enforced by the topic builders and parser; a
+#: topic with a larger or longer index is dropped and counted ``malformed``.
+MAX_CHUNK_INDEX = 999_999_999
+
+#: Values larger than this travel as uploaded chunks referenced by ``{"blob", "size"}`` instead
+#: of inline in the envelope. The node's default (``inline_limit`` in ``[broker]`` of its config);
+#: the coordinator accepts either form.
+DEFAULT_INLINE_LIMIT_BYTES = 256 * KiB
+
+# --- flow control --------------------------------------------------------------------------------
+
+#: QoS 1 publishes one client keeps unacknowledged at a time. Enforced by the publisher itself
+#: (``MqttLink``): a further publish waits for an acknowledgement; nothing is dropped.
+PUBLISH_WINDOW = 16
+
+#: Chunk topics a node keeps subscribed at once for each blob it fetches. Enforced by the node's
+#: blob fetcher, so the broker queues at most this many chunks per blob toward a small device.
+FETCH_WINDOW = 8
+
+#: Seconds a node waits for an assignment's code and globals (or the assignment's own timeout,
+#: if shorter). Enforced by the node; past it the task is reported failed
+#: ("could not fetch blob(s)") without running.
+BLOB_FETCH_TIMEOUT_SECONDS = 600
+
+#: Uploads one node may have open (incomplete) at the coordinator. Enforced by the coordinator's
+#: upload receiver; a chunk starting one more is dropped and counted ``oversized``.
+MAX_OPEN_UPLOADS_PER_NODE = 16
+
+#: Seconds without a new chunk after which the coordinator's upload receiver discards an
+#: incomplete upload, uncounted; the envelope referring to it is not accepted without it.
+UPLOAD_STALL_SECONDS = 600
+
+#: Result envelopes the coordinator holds for a step that has not opened yet (e.g. queued by the
+#: broker while it restarted), judged when the step opens. Past it they are dropped and counted
+#: ``overflow``.
+MAX_EARLY_RESULTS = 10_000
+
+#: Delivered results a node keeps in its outbox to answer a repeated assignment without running
+#: it again. Past it the oldest are deleted; a repeat of one of those runs the task again.
+OUTBOX_KEEP_SENT = 200
+
+# --- fields ----------------------------------------------------------------------------------
+
+#: Node ids, swarm ids and task aliases: one topic level. Enforced by every topic builder and
+#: parser and by message parsers; a message breaking it is dropped and counted ``malformed``.
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+#: Largest assignment ``timeout`` (it must also be > 0). Enforced by ``Assignment.parse``; an
+#: assignment outside (0, 7 days] is dropped and counted ``malformed``.
+MAX_TASK_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+# --- task channel (local, between a host and its task process) --------------------------------
+
+#: Largest frame a host reads from its task process. Enforced by ``Channel.recv``; a larger frame
+#: ends the host's service of that task, which is then reported failed (at the latest when its
+#: timeout kills it). Frames are decoded by ``codec.decode``, so in effect ``MAX_MESSAGE_BYTES``
+#: bounds them first.
+MAX_TASK_FRAME_BYTES = 2 * GiB

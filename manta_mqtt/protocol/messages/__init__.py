@@ -1,0 +1,32 @@
+"""Every message of protocol v1: typed dataclasses with a ``to_bytes`` and a validating ``parse``.
+
+Data messages are msgpack (see :mod:`manta_mqtt.protocol.codec`); the two retained status
+messages are JSON so that ``mosquitto_sub`` and MQTT Explorer show them as text. ``parse``
+raises :class:`ProtocolError` for anything that is not exactly a v1 message: callers log it,
+count it and drop it.
+
+By purpose: ``fields`` (version, error, field readers), ``status`` (JSON, retained), ``blobs``
+(blob meta and chunks), ``work`` (assignments and result envelopes). Import from here.
+"""
+
+from __future__ import annotations
+
+from .blobs import BlobMeta, Chunk
+from .fields import VERSION, ProtocolError
+from .status import NodeStatus, SwarmState
+from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, Value
+
+__all__ = [
+    "VERSION",
+    "Assignment",
+    "BlobMeta",
+    "BlobRef",
+    "Chunk",
+    "CodeRef",
+    "GlobalRefs",
+    "NodeStatus",
+    "ProtocolError",
+    "ResultEnvelope",
+    "SwarmState",
+    "Value",
+]
