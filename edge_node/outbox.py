@@ -5,6 +5,8 @@ link is up, so a result produced while Wi-Fi is down, or before a crash of the a
 lost. ``sent/`` keeps the last results delivered, so that an assignment seen again (a resumed
 coordinator asks once more) is answered from disk instead of being recomputed. Delivery is at
 least once; the coordinator is idempotent on (swarm, iteration, task, node).
+
+Not thread-safe: one thread (the agent's worker) owns an outbox, and every method checks it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from manta_mqtt.ownership import Owner
 from manta_mqtt.protocol import codec
+from manta_mqtt.protocol.limits import OUTBOX_KEEP_SENT
 
 Key = tuple[str, int, str, int]  # swarm, iteration, task, attempt
 
@@ -32,7 +36,8 @@ class Entry:
 
 
 class Outbox:
-    def __init__(self, root: Path, keep_sent: int = 200) -> None:
+    def __init__(self, root: Path, keep_sent: int = OUTBOX_KEEP_SENT) -> None:
+        self.owner = Owner("outbox")
         self.pending_dir = root / "pending"
         self.sent_dir = root / "sent"
         self.pending_dir.mkdir(parents=True, exist_ok=True)
@@ -41,6 +46,7 @@ class Outbox:
 
     def put(self, entry: Entry) -> None:
         """Durably record a result to send (atomic: a crash leaves it whole or absent)."""
+        self.owner.check()
         data = codec.encode({"key": list(entry.key), "envelope": entry.envelope, "uploads": entry.uploads})
         fd, tmp = tempfile.mkstemp(dir=self.pending_dir, prefix=".tmp-")
         with os.fdopen(fd, "wb") as handle:
@@ -50,11 +56,13 @@ class Outbox:
         os.replace(tmp, self.pending_dir / entry.name)
 
     def pending(self) -> list[Entry]:
+        self.owner.check()
         files = sorted(p for p in self.pending_dir.iterdir() if p.is_file())
         return [e for e in (self._load(p) for p in files) if e is not None]
 
     def find(self, key: Key) -> Entry | None:
         """The result already produced for ``key``, pending or sent."""
+        self.owner.check()
         name = Entry(key, b"", []).name
         for folder in (self.pending_dir, self.sent_dir):
             path = folder / name
@@ -63,6 +71,7 @@ class Outbox:
         return None
 
     def mark_sent(self, entry: Entry) -> None:
+        self.owner.check()
         source = self.pending_dir / entry.name
         if source.exists():
             os.replace(source, self.sent_dir / entry.name)

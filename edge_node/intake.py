@@ -1,0 +1,57 @@
+"""The agent's side of paho's network thread: check, count what is refused, queue the rest.
+
+These handlers decide nothing that depends on the agent's state (whether an assignment is a
+duplicate, whether its swarm is over): they see only the node id, the thread-safe rejection
+counter and the main thread's inbox. Whatever they accept reaches the main thread as an event.
+"""
+
+from __future__ import annotations
+
+import queue
+
+from manta_mqtt.protocol import topics
+from manta_mqtt.protocol.limits import MAX_ASSIGNMENT_BYTES
+from manta_mqtt.protocol.messages import Assignment, ProtocolError, SwarmState
+from manta_mqtt.protocol.rejections import Rejections
+
+from .events import AssignmentArrived, Connected, Event, SwarmEnded
+
+
+class Intake:
+    """The handlers paho calls; everything they keep is immutable or thread-safe."""
+
+    def __init__(self, node_id: str, reject: Rejections, inbox: queue.Queue[Event]) -> None:
+        self.node_id = node_id
+        self.reject = reject
+        self.inbox = inbox
+
+    def on_assignment(self, topic: str, payload: bytes, _retained: bool) -> None:
+        if not payload:
+            return
+        if len(payload) > MAX_ASSIGNMENT_BYTES:
+            self.reject("oversized", f"assignment of {len(payload)} bytes on {topic}")
+            return
+        try:
+            parsed = topics.parse(topic)
+            assignment = Assignment.parse(payload)
+        except (topics.TopicError, ProtocolError) as exc:
+            self.reject("malformed", f"assignment on {topic}: {exc}")
+            return
+        if parsed.node != self.node_id or assignment.swarm != parsed.swarm:
+            self.reject("forged", f"assignment on {topic} names swarm {assignment.swarm!r}")
+            return
+        self.inbox.put(AssignmentArrived(assignment))
+
+    def on_swarm_state(self, topic: str, payload: bytes, _retained: bool) -> None:
+        if not payload:
+            return
+        try:
+            state = SwarmState.parse(payload)
+        except ProtocolError as exc:
+            self.reject("malformed", f"swarm state on {topic}: {exc}")
+            return
+        if state.terminal:
+            self.inbox.put(SwarmEnded(state.swarm, state.state))
+
+    def on_connect(self) -> None:
+        self.inbox.put(Connected())

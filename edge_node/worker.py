@@ -1,0 +1,203 @@
+"""The worker thread: runs jobs one at a time, each task in its own process, and delivers results.
+
+It owns the outbox and the "a delivery failed, retry" flag; nothing else touches them. Jobs and
+delivery requests reach it through its queue; it reports to the main thread through the
+main thread's inbox (:class:`JobStarted`, :class:`JobFinished`, :class:`WorkerCrashed`) and
+reads only the cancel event of the job in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Literal
+
+from manta_mqtt.blobstore import BlobStore
+from manta_mqtt.ownership import Owner
+from manta_mqtt.protocol import topics
+from manta_mqtt.protocol.limits import BLOB_FETCH_TIMEOUT_SECONDS
+from manta_mqtt.protocol.messages import Assignment, BlobRef, ResultEnvelope, Value
+from manta_mqtt.runtime.executor import TaskOutcome, run_task
+from manta_mqtt.transport.blobs import BlobFetcher, upload
+from manta_mqtt.transport.mqtt import MqttLink
+
+from .config import NodeConfig
+from .events import Event, Job, JobFinished, JobStarted, WorkerCrashed, key_of
+from .host import EdgeHost
+from .outbox import Entry, Outbox
+
+log = logging.getLogger("edge_node")
+
+Item = Job | Literal["deliver", "wake"]
+
+
+class Worker:
+    def __init__(
+        self, config: NodeConfig, link: MqttLink, cache: BlobStore, fetcher: BlobFetcher, inbox: queue.Queue[Event]
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.link = link  # thread-safe
+        self.cache = cache  # content-addressed files, written atomically: shared with the fetcher
+        self.fetcher = fetcher  # locked inside; its network-thread half fills the cache
+        self.inbox = inbox  # the main thread's: we only put
+        self.owner = Owner("worker")
+        self.outbox = Outbox(config.data_dir / "outbox")  # worker thread only (checked by the outbox)
+        self._undelivered = False  # worker thread only: a delivery failed while connected, retry
+        self._queue: queue.Queue[Item] = queue.Queue()  # any thread puts, the worker takes
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="edge-worker")
+
+    # --- any thread ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def deliver_pending(self) -> None:
+        self._queue.put("deliver")
+
+    def stop(self) -> None:
+        """Finish the job in hand, start no other, and end the thread."""
+        self._stopping.set()
+        self._queue.put("wake")
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    # --- worker thread ---------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the agent must not live on without its worker
+            log.exception("the worker thread failed")
+            self.inbox.put(WorkerCrashed(repr(exc)))
+
+    def _loop(self) -> None:
+        self.owner.check()
+        while not self._stopping.is_set():
+            if self._undelivered and self.link.connected.is_set():
+                self._deliver_pending()
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if self._stopping.is_set():
+                break
+            if item == "deliver":
+                self._deliver_pending()
+            elif isinstance(item, Job):
+                self.run(item)
+
+    def run(self, job: Job) -> None:
+        """Skip a cancelled job, answer a repeated one from the outbox, or run it."""
+        self.owner.check()
+        a = job.assignment
+        try:
+            if job.cancel.is_set():
+                log.info("%s iteration %d of swarm %s cancelled before it started", a.task, a.iteration, a.swarm)
+            elif (done := self.outbox.find(job.key)) is not None:
+                # asked again (e.g. by a resumed coordinator): answer from disk
+                log.info("%s iteration %d already done: sending its result again", a.task, a.iteration)
+                self._deliver(done)
+            else:
+                self.inbox.put(JobStarted(job.key))
+                self._execute(job)
+        finally:
+            self.inbox.put(JobFinished(job.key))
+
+    def _execute(self, job: Job) -> None:
+        a = job.assignment
+        log.info("running %s iteration %d of swarm %s", a.task, a.iteration, a.swarm)
+        host = EdgeHost(self.node_id, a, self.cache, {k: str(v) for k, v in self.config.datasets.items()})
+        missing = self.fetcher.fetch(
+            a.swarm, [a.code.sha, *a.global_refs.values()], timeout=min(a.timeout, BLOB_FETCH_TIMEOUT_SECONDS)
+        )
+        if job.cancel.is_set():
+            outcome = TaskOutcome(False, "cancelled")
+        elif missing:
+            outcome = TaskOutcome(
+                False, f"could not fetch blob(s) {', '.join(s[:12] for s in missing)} from the broker"
+            )
+        else:
+            outcome = run_task(
+                self.cache.path(a.code.sha),
+                a.code.entry,
+                host,
+                timeout=min(a.timeout, self.config.task_timeout),
+                workdir=self.config.data_dir / "work" / a.swarm,
+                cancel=job.cancel,
+                label=f"{a.task}@{a.iteration}",
+            )
+        if job.cancel.is_set():
+            log.info("%s iteration %d cancelled; no result sent", a.task, a.iteration)
+            return
+        self._publish_result(a, host, outcome)
+        level = logging.INFO if outcome.ok else logging.WARNING
+        verdict = "done" if outcome.ok else "FAILED"
+        log.log(level, "%s iteration %d %s in %.1f s", a.task, a.iteration, verdict, outcome.duration)
+        if not outcome.ok:
+            log.warning("%s", outcome.error)
+
+    def _to_wire(self, values: dict[str, bytes], uploads: list[str]) -> dict[str, Value]:
+        """Small values inline; large ones into the blob cache, to be uploaded as chunks."""
+        out: dict[str, Value] = {}
+        for tag, data in values.items():
+            if len(data) > self.config.inline_limit:
+                sha = self.cache.put(data)
+                uploads.append(sha)
+                out[tag] = BlobRef(sha, len(data))
+            else:
+                out[tag] = data
+        return out
+
+    def _publish_result(self, a: Assignment, host: EdgeHost, outcome: TaskOutcome) -> None:
+        """Write the result to the outbox (durable), then try to deliver it."""
+        uploads: list[str] = []
+        envelope = ResultEnvelope(
+            swarm=a.swarm,
+            iteration=a.iteration,
+            task=a.task,
+            node=self.node_id,
+            attempt=a.attempt,
+            status="ok" if outcome.ok else "failed",
+            results=self._to_wire(host.results, uploads) if outcome.ok else {},
+            global_writes=self._to_wire(host.global_writes, uploads) if outcome.ok else {},
+            schedule=host.schedule if outcome.ok else [],
+            stop=host.stop and outcome.ok,
+            error=outcome.error,
+            duration=outcome.duration,
+        )
+        entry = Entry(key_of(a), envelope.to_bytes(), uploads)
+        self.outbox.put(entry)
+        self._deliver(entry)
+
+    def _deliver_pending(self) -> None:
+        self._undelivered = False
+        for entry in self.outbox.pending():
+            if not self._deliver(entry):
+                return
+
+    def _deliver(self, entry: Entry) -> bool:
+        """Uploads, then the envelope; the entry leaves ``pending`` once the broker has it all."""
+        if not self.link.connected.is_set():
+            log.info("link down: result %s kept in the outbox", entry.name)
+            return False
+        swarm = entry.key[0]
+        for sha in entry.uploads:
+            upload(self.link, swarm, self.node_id, self.cache.get(sha), self.config.chunk_size)
+        self.link.publish(topics.results(swarm, self.node_id), entry.envelope)
+        if not self.link.flush(60):
+            log.warning("result %s not acknowledged yet; it stays in the outbox", entry.name)
+            self._undelivered = True
+            return False
+        self.outbox.mark_sent(entry)
+        return True
