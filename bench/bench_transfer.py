@@ -18,11 +18,12 @@ from typing import Any
 
 from _common import median_seconds, write
 
+from manta_mqtt import BrokerAddress
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.tools.mosquitto import MosquittoProcess
 from manta_mqtt.transport.blobs import BlobFetcher, BlobPublisher
 from manta_mqtt.transport.broker import EmbeddedBroker
-from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
+from manta_mqtt.transport.mqtt import MqttLink
 
 MIB = 1024 * 1024
 RAW_LIMIT = 8 * MIB - 4096

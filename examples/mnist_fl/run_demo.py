@@ -16,12 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from manta_mqtt.coordinator.coordinator import Coordinator, CoordinatorOptions
-from manta_mqtt.coordinator.store import RunStore
-from manta_mqtt.swarm import load_swarm
+from manta_mqtt import BrokerAddress, Coordinator, CoordinatorOptions, RunStore, load_swarm
 from manta_mqtt.tools.processes import stop_process
 from manta_mqtt.transport.broker import EmbeddedBroker
-from manta_mqtt.transport.mqtt import BrokerAddress
 
 HERE = Path(__file__).resolve().parent
 STATE = HERE.parent.parent / ".demo"

@@ -10,7 +10,7 @@ from pathlib import Path
 from hyperparameters import HYPERPARAMETERS  # a sibling file of this swarm
 
 from manta_light.utils import numpy_to_bytes
-from manta_mqtt.swarm import Module, Swarm, Task
+from manta_mqtt import Module, Swarm, Task
 
 HERE = Path(__file__).parent
 

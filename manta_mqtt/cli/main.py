@@ -17,6 +17,8 @@ from .. import __version__
 from ..transport.mqtt import BrokerAddress
 
 VERSION_CHOICE = click.Choice(["auto", "5", "3.1.1"])
+VERSION_HELP = "MQTT version: auto tries 5, then 3.1.1 (use 3.1.1 with the embedded broker)."
+BROKER_HELP = "Broker URL (mqtt:// or mqtts://, user:password@ allowed)."
 
 
 def _logging(verbose: int) -> None:
@@ -32,24 +34,36 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("swarm_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help="Broker URL (mqtt:// or mqtts://).")
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP)
 @click.option("--username", envvar="MANTA_MQTT_USERNAME", help="Broker user (or MANTA_MQTT_USERNAME).")
 @click.option("--password", envvar="MANTA_MQTT_PASSWORD", help="Broker password (or MANTA_MQTT_PASSWORD).")
-@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True)
+@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
 @click.option("--swarm", "class_name", help="Swarm class to run when the file defines several.")
 @click.option("--min-nodes", default=1, show_default=True, help="Eligible nodes to wait for before starting.")
 @click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for them (and for nodes later).")
-@click.option("--runs-dir", default="manta_runs", show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--runs-dir",
+    default="manta_runs",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where the run is kept (RUNS_DIR/<swarm id>/).",
+)
 @click.option("--chunk-size", default=1024 * 1024, show_default=True, help="Bytes per chunk of large values.")
 @click.option("--seed", default=0, show_default=True, help="Seed of node sampling.")
-@click.option("--max-iterations", default=1000, show_default=True)
+@click.option("--max-iterations", default=1000, show_default=True, help="Stop the swarm after this many iterations.")
+@click.option(
+    "--reconnect-grace",
+    default=15.0,
+    show_default=True,
+    help="Seconds a node that went offline mid-step has to come back and report before the step goes on without it.",
+)
 @click.option("--summary-json", type=click.Path(path_type=Path), help="Write the run's summary here.")
 @click.option(
     "--resume",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue this run (manta_runs/<swarm id>) from its last completed step.",
 )
-@click.option("-v", "--verbose", count=True)
+@click.option("-v", "--verbose", count=True, help="-v logs what happens, -vv debug details.")
 def run(
     swarm_file: Path,
     broker: str,
@@ -63,6 +77,7 @@ def run(
     chunk_size: int,
     seed: int,
     max_iterations: int,
+    reconnect_grace: float,
     summary_json: Path | None,
     resume: Path | None,
     verbose: int,
@@ -81,6 +96,7 @@ def run(
         mqtt_version=mqtt_version,
         seed=seed,
         max_iterations=max_iterations,
+        reconnect_grace=reconnect_grace,
         resume=resume,
     )
     address = BrokerAddress.parse(broker).with_credentials(username, password)
@@ -101,7 +117,7 @@ def run(
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=1883, show_default=True, help="0 picks a free port.")
 @click.option("--port-file", type=click.Path(path_type=Path), help="Write the bound port here once listening.")
 def broker(host: str, port: int, port_file: Path | None) -> None:
@@ -176,9 +192,9 @@ def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: s
 
 
 @cli.command()
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
-@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP)
+@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def nodes(broker: str, mqtt_version: str, as_json: bool) -> None:
     """List the nodes the broker knows, from their retained status."""
     from ..tools.watch import node_table
@@ -195,9 +211,9 @@ def nodes(broker: str, mqtt_version: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
-@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True)
-@click.option("--topic", default="manta/v1/#", show_default=True)
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP)
+@click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
+@click.option("--topic", default="manta/v1/#", show_default=True, help="MQTT topic filter to subscribe to.")
 @click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
 def watch(broker: str, mqtt_version: str, topic: str, seconds: float | None) -> None:
     """Print every protocol message, decoded to one line (binary payloads summarised)."""

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from manta_mqtt.swarm import Module, Swarm, Task
+from manta_mqtt import Module, Swarm, Task
 
 
 class CounterSwarm(Swarm):
