@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .protocol.chunking import sha256
+from .protocol.chunking import DigestMismatch, sha256
 from .protocol.topics import TopicError, check_sha
 
 
@@ -36,7 +36,7 @@ class BlobStore:
         """Store ``data``; when ``sha`` is given it must match (the bytes came from the network)."""
         actual = sha256(data)
         if sha is not None and sha != actual:
-            raise ValueError(f"blob content does not match its sha256 {sha[:12]}")
+            raise DigestMismatch(f"blob content does not match its sha256 {sha[:12]}")
         target = self.path(actual)
         if target.is_file():
             return actual

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from edge_node.outbox import Entry, Outbox
-from manta_mqtt.coordinator.checkpoint import Checkpoint, rng_state_from_json, rng_state_to_json
-from manta_mqtt.coordinator.rounds import NodeOutcome, StepRound, Verdict, quorum_size
+from manta_mqtt.coordinator.engine.checkpoint import Checkpoint, OpenStep, rng_state_from_json, rng_state_to_json
+from manta_mqtt.coordinator.engine.rounds import NodeOutcome, StepRound, StepState, Verdict, quorum_size
 from manta_mqtt.protocol.messages import ResultEnvelope
 from manta_mqtt.swarm import Module, Task
 
@@ -88,11 +88,11 @@ def test_quorum_fraction_ceils_and_at_least_one(quorum: float, assigned: int, ex
 def test_state_waiting_while_nodes_missing_before_deadline() -> None:
     """Before the deadline a step waits for missing nodes, even once the quorum is met."""
     rnd = step()
-    assert rnd.state(0.0) == "waiting"
+    assert rnd.state(0.0) is StepState.WAITING
     rnd.record("n1", OK)
-    assert rnd.state(50.0) == "waiting"
+    assert rnd.state(50.0) is StepState.WAITING
     rnd.record("n2", OK)
-    assert rnd.state(99.9) == "waiting"
+    assert rnd.state(99.9) is StepState.WAITING
 
 
 def test_state_proceed_when_all_answered_and_quorum_met() -> None:
@@ -101,8 +101,8 @@ def test_state_proceed_when_all_answered_and_quorum_met() -> None:
     rnd.record("n1", OK)
     rnd.record("n2", FAIL)
     rnd.record("n3", OK)
-    assert rnd.state(0.0) == "proceed"
-    assert rnd.state(0.0, wait_for_lost=False) == "proceed"
+    assert rnd.state(0.0) is StepState.PROCEED
+    assert rnd.state(0.0, wait_for_lost=False) is StepState.PROCEED
 
 
 def test_state_proceed_at_soft_deadline_with_quorum() -> None:
@@ -110,9 +110,9 @@ def test_state_proceed_at_soft_deadline_with_quorum() -> None:
     rnd = step()
     rnd.record("n1", OK)
     rnd.record("n3", OK)
-    assert rnd.state(99.99) == "waiting"
-    assert rnd.state(100.0) == "proceed"
-    assert rnd.state(150.0) == "proceed"
+    assert rnd.state(99.99) is StepState.WAITING
+    assert rnd.state(100.0) is StepState.PROCEED
+    assert rnd.state(150.0) is StepState.PROCEED
     assert rnd.missing == ["n2"]
 
 
@@ -120,17 +120,17 @@ def test_state_waits_past_soft_deadline_without_quorum() -> None:
     """Past the soft deadline without the quorum, a step with missing nodes waits until the hard deadline."""
     rnd = step()
     rnd.record("n1", OK)
-    assert rnd.state(100.0) == "waiting"
-    assert rnd.state(199.9) == "waiting"
+    assert rnd.state(100.0) is StepState.WAITING
+    assert rnd.state(199.9) is StepState.WAITING
 
 
 def test_state_short_past_hard_deadline_without_quorum() -> None:
     """At or past the hard deadline a step without its quorum is short."""
     rnd = step()
     rnd.record("n1", OK)
-    assert rnd.state(200.0) == "short"
-    assert rnd.state(1e9) == "short"
-    assert rnd.state(200.0, wait_for_lost=False) == "short"
+    assert rnd.state(200.0) is StepState.SHORT
+    assert rnd.state(1e9) is StepState.SHORT
+    assert rnd.state(200.0, wait_for_lost=False) is StepState.SHORT
 
 
 def test_state_short_at_once_when_all_failed() -> None:
@@ -139,8 +139,8 @@ def test_state_short_at_once_when_all_failed() -> None:
     rnd.record("n1", OK)
     rnd.record("n2", FAIL)
     rnd.record("n3", FAIL)
-    assert rnd.state(0.0) == "short"
-    assert rnd.state(0.0, wait_for_lost=False) == "short"
+    assert rnd.state(0.0) is StepState.SHORT
+    assert rnd.state(0.0, wait_for_lost=False) is StepState.SHORT
 
 
 def test_state_lost_node_within_grace_keeps_waiting() -> None:
@@ -150,11 +150,11 @@ def test_state_lost_node_within_grace_keeps_waiting() -> None:
     rnd.record("n2", OK)
     assert rnd.node_lost("n3", now=5.0)
     assert rnd.complete
-    assert rnd.state(5.0) == "waiting"
-    assert rnd.state(14.9) == "waiting"
-    assert rnd.state(14.9, wait_for_lost=False) == "waiting"
-    assert rnd.state(15.0) == "proceed"
-    assert rnd.state(15.0, wait_for_lost=False) == "proceed"
+    assert rnd.state(5.0) is StepState.WAITING
+    assert rnd.state(14.9) is StepState.WAITING
+    assert rnd.state(14.9, wait_for_lost=False) is StepState.WAITING
+    assert rnd.state(15.0) is StepState.PROCEED
+    assert rnd.state(15.0, wait_for_lost=False) is StepState.PROCEED
 
 
 def test_state_lost_node_within_grace_does_not_outlast_soft_deadline() -> None:
@@ -163,8 +163,8 @@ def test_state_lost_node_within_grace_does_not_outlast_soft_deadline() -> None:
     rnd.record("n1", OK)
     rnd.record("n2", OK)
     rnd.node_lost("n3", now=90.0)
-    assert rnd.state(95.0) == "waiting"
-    assert rnd.state(100.0) == "proceed"
+    assert rnd.state(95.0) is StepState.WAITING
+    assert rnd.state(100.0) is StepState.PROCEED
 
 
 def test_state_wait_for_lost_without_quorum() -> None:
@@ -173,10 +173,10 @@ def test_state_wait_for_lost_without_quorum() -> None:
     rnd.record("n1", OK)
     rnd.record("n2", OK)
     rnd.node_lost("n3", now=0.0)
-    assert rnd.state(1.0, wait_for_lost=True) == "waiting"
-    assert rnd.state(150.0, wait_for_lost=True) == "waiting"
-    assert rnd.state(200.0, wait_for_lost=True) == "short"
-    assert rnd.state(1.0, wait_for_lost=False) == "short"
+    assert rnd.state(1.0, wait_for_lost=True) is StepState.WAITING
+    assert rnd.state(150.0, wait_for_lost=True) is StepState.WAITING
+    assert rnd.state(200.0, wait_for_lost=True) is StepState.SHORT
+    assert rnd.state(1.0, wait_for_lost=False) is StepState.SHORT
 
 
 def test_state_wait_for_lost_false_still_honours_grace() -> None:
@@ -185,8 +185,8 @@ def test_state_wait_for_lost_false_still_honours_grace() -> None:
     rnd.record("n1", OK)
     rnd.record("n2", OK)
     rnd.node_lost("n3", now=0.0)
-    assert rnd.state(9.0, wait_for_lost=False) == "waiting"
-    assert rnd.state(10.0, wait_for_lost=False) == "short"
+    assert rnd.state(9.0, wait_for_lost=False) is StepState.WAITING
+    assert rnd.state(10.0, wait_for_lost=False) is StepState.SHORT
 
 
 def test_lost_node_result_is_accepted() -> None:
@@ -196,13 +196,13 @@ def test_lost_node_result_is_accepted() -> None:
     rnd.record("n2", OK)
     rnd.node_lost("n3", now=0.0)
     assert rnd.lost == {"n3"}
-    assert rnd.state(1.0, wait_for_lost=False) == "short"
+    assert rnd.state(1.0, wait_for_lost=False) is StepState.SHORT
     assert rnd.judge(envelope("n3"), "n3") is Verdict.ACCEPTED
     assert rnd.record("n3", OK) is True
     assert "n3" not in rnd.lost
     assert rnd.outcomes["n3"].ok
     assert rnd.judge(envelope("n3"), "n3") is Verdict.DUPLICATE
-    assert rnd.state(1.0) == "proceed"
+    assert rnd.state(1.0) is StepState.PROCEED
 
 
 def test_stragglers_are_nodes_without_success() -> None:
@@ -222,8 +222,8 @@ def test_hard_deadline_defaults_to_deadline() -> None:
     rnd = step(hard=None)
     assert rnd.give_up == rnd.deadline == 100.0
     rnd.record("n1", OK)
-    assert rnd.state(99.9) == "waiting"
-    assert rnd.state(100.0) == "short"
+    assert rnd.state(99.9) is StepState.WAITING
+    assert rnd.state(100.0) is StepState.SHORT
     assert rnd.expire(100.0) == ["n2", "n3"]
     assert step(hard=50.0).give_up == 100.0
     assert step(hard=300.0).give_up == 300.0
@@ -258,13 +258,12 @@ def test_checkpoint_round_trip() -> None:
         starts=["worker"],
         forced={"worker": ["n2", "n1"]},
         done_steps=["worker", "aggregator"],
-        globals={"weights": "ab" * 32},
+        global_refs={"weights": "ab" * 32},
         schedule={"scheduler": []},
         stop_by="scheduler",
         previous_nodes={"worker": ["n1", "n2"]},
         rng=rng_state_to_json(random.Random(7).getstate()),
-        metrics={"loss": 0.25},
-        current={"task": "worker", "nodes": ["n1"], "attempt": 1},
+        current=OpenStep("worker", ["n1"], 1),
     )
     assert Checkpoint.from_dict(cp.to_dict()) == cp
     assert Checkpoint.from_dict(json.loads(json.dumps(cp.to_dict()))) == cp
@@ -275,6 +274,11 @@ def test_checkpoint_from_dict_ignores_unknown_keys() -> None:
     """Keys a checkpoint does not know (a newer or older writer) are ignored; missing ones default."""
     cp = Checkpoint.from_dict({"iteration": 2, "done_steps": ["a"], "future_field": 1, "other": {"x": 1}})
     assert cp == Checkpoint(iteration=2, done_steps=["a"])
+
+
+def test_checkpoint_reads_the_0_1_0_globals_key() -> None:
+    """A checkpoint written by 0.1.0 named the global refs "globals"; resuming it keeps them."""
+    assert Checkpoint.from_dict({"globals": {"w": "ab" * 32}}).global_refs == {"w": "ab" * 32}
 
 
 @pytest.mark.parametrize("use_gauss", [False, True])

@@ -231,6 +231,7 @@ def test_task_alias_follows_module_name(tmp_path: Path) -> None:
         {"maximum": -0.5},
         {"timeout": 0},
         {"timeout": -1.0},
+        {"timeout": 7 * 24 * 3600 + 1},  # nodes refuse assignments with longer timeouts
         {"alias": "bad alias"},
         {"alias": "a/b"},
         {"alias": "+"},

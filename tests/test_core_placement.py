@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from manta_mqtt.coordinator.placement import eligible_nodes, select_nodes
+from manta_mqtt.coordinator.engine.placement import eligible_nodes, select_nodes
 from manta_mqtt.swarm import Module, Task
 
 ONLINE = {

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from manta_mqtt.coordinator.rounds import Decisions, NextIteration, NodeOutcome, StepRound, Verdict, decide
+from manta_mqtt.coordinator.engine.decisions import Decisions, NextIteration, decide
+from manta_mqtt.coordinator.engine.rounds import NodeOutcome, StepRound, Verdict
 from manta_mqtt.protocol.messages import ResultEnvelope
 from manta_mqtt.swarm import Module, Task
 from manta_mqtt.swarm.graph import SwarmGraph

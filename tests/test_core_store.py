@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from manta_mqtt.blobstore import BlobStore
-from manta_mqtt.coordinator.host import COORDINATOR_NODE, CoordinatorHost
+from manta_mqtt.coordinator.engine import COORDINATOR_NODE
+from manta_mqtt.coordinator.host import CoordinatorHost
 from manta_mqtt.coordinator.metrics import summarize
-from manta_mqtt.coordinator.rounds import Decisions
 from manta_mqtt.coordinator.store import RunStore
 from manta_mqtt.protocol import codec
 from manta_mqtt.protocol.chunking import sha256
@@ -298,13 +298,13 @@ def test_blobstore_root_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 # --- CoordinatorHost -------------------------------------------------------------------------
 
 
-def host(store: RunStore, globals_: dict[str, str], decisions: Decisions, iteration: int = 0, task: str = "agg"):
-    return CoordinatorHost(store, "swarm-1", iteration, task, globals_, decisions)
+def host(store: RunStore, refs: dict[str, str], iteration: int = 0, task: str = "agg") -> CoordinatorHost:
+    return CoordinatorHost(store, "swarm-1", iteration, task, refs)
 
 
 def test_host_context(store: RunStore) -> None:
     """The coordinator host presents itself as node 'coordinator' with no datasets."""
-    assert host(store, {}, Decisions(), iteration=4).context() == {
+    assert host(store, {}, iteration=4).context() == {
         "node": "coordinator",
         "swarm": "swarm-1",
         "iteration": 4,
@@ -313,47 +313,54 @@ def test_host_context(store: RunStore) -> None:
     }
 
 
-def test_host_globals_shared_dict(store: RunStore) -> None:
-    """set_global stores the value and updates the shared globals map other hosts read."""
-    globals_ = {"model": put(store, "v0")}
-    first = host(store, globals_, Decisions(), task="agg")
-    second = host(store, globals_, Decisions(), task="sched")
+def test_host_reads_a_snapshot_and_collects_global_writes(store: RunStore) -> None:
+    """set_global stores the value and is collected (the task reads it back); the refs the host
+    was given, and other hosts, never change under a running task."""
+    refs = {"model": put(store, "v0")}
+    first = host(store, refs, task="agg")
+    second = host(store, refs, task="sched")
     assert codec.decode(first.get_global("model")) == "v0"
     first.set_global("model", codec.encode("v1"))
     first.set_global("extra", b"raw")
-    assert globals_["model"] == sha256(codec.encode("v1"))
-    assert codec.decode(second.get_global("model")) == "v1"
-    assert second.get_global("extra") == b"raw"
+    assert codec.decode(first.get_global("model")) == "v1"
+    assert first.get_global("extra") == b"raw"
+    assert refs == {"model": put(store, "v0")}
+    assert codec.decode(second.get_global("model")) == "v0"
     with pytest.raises(KeyError):
-        second.get_global("missing")
+        second.get_global("extra")
+    writes = first.writes()
+    assert writes.global_refs == {"model": sha256(codec.encode("v1")), "extra": sha256(b"raw")}
+    assert store.blobs.get(writes.global_refs["extra"]) == b"raw"
 
 
 def test_host_results_within_iteration(store: RunStore) -> None:
-    """add_result is visible to select_results in the same iteration, alongside node results."""
+    """add_result is visible to select_results in the same task, alongside node results; it is
+    recorded in the store only when the engine takes the task's writes."""
     store.add_result(2, "worker", "n1", "metrics", put(store, {"acc": 0.9}))
-    agg = host(store, {}, Decisions(), iteration=2)
+    agg = host(store, {}, iteration=2)
     agg.add_result("metrics", codec.encode({"acc": 0.5}))
     selected = agg.select_results("metrics")
     assert {node: codec.decode(v) for node, v in selected.items()} == {
         "n1": {"acc": 0.9},
         COORDINATOR_NODE: {"acc": 0.5},
     }
-    assert host(store, {}, Decisions(), iteration=3).select_results("metrics") == {}
-    assert store.step_results(2, "agg")[0][:2] == (COORDINATOR_NODE, "metrics")
+    assert host(store, {}, iteration=3).select_results("metrics") == {}
+    assert store.step_results(2, "agg") == []
+    assert agg.writes().results == {"metrics": sha256(codec.encode({"acc": 0.5}))}
 
 
-def test_host_schedule_and_stop_go_to_decisions(store: RunStore) -> None:
-    """schedule_next_iter merges into the decisions; stop_swarm records this task as stopper."""
-    decisions = Decisions()
-    sched = host(store, {}, decisions, task="sched")
+def test_host_collects_schedule_and_stop(store: RunStore) -> None:
+    """schedule_next_iter and stop_swarm are collected for the engine, in call order."""
+    sched = host(store, {}, task="sched")
     sched.schedule_next_iter(["n1", "n2"], "worker")
     sched.schedule_next_iter(["n2", "n3"], "worker")
-    assert decisions.schedule == {"worker": ["n1", "n2", "n3"]}
     with pytest.raises(TaskHostError):
         sched.schedule_next_iter(["n1"], "")
+    assert not sched.writes().stop
     sched.stop_swarm()
-    host(store, {}, decisions, task="other").stop_swarm()
-    assert decisions.stop_by == "sched"
+    writes = sched.writes()
+    assert writes.schedule == [("worker", ["n1", "n2"]), ("worker", ["n2", "n3"])]
+    assert writes.stop
 
 
 # --- metrics.summarize -----------------------------------------------------------------------

@@ -2,37 +2,38 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Mapping
 from typing import Any
 
+from ..protocol.messages import GlobalRefs
 from ..runtime.host import TaskHostError
-from .rounds import Decisions
+from .engine import COORDINATOR_NODE, TaskWrites
 from .store import RunStore
-
-COORDINATOR_NODE = "coordinator"
 
 
 class CoordinatorHost:
-    """Binds a coordinator task to one iteration: it reads that iteration's results and the
-    current globals; its writes create new global versions and its requests go to ``decisions``.
+    """Binds a coordinator task to one iteration.
+
+    Threads: the task's serve thread calls every method. It reads a snapshot of the global
+    refs taken when the task started (never the engine's live dict) and the run store (which
+    is thread-safe); what the task writes is stored as values and collected here, and reaches
+    the engine only after the task ended, in its ``TaskFinished`` event (:meth:`writes`).
     """
 
-    def __init__(
-        self,
-        store: RunStore,
-        swarm: str,
-        iteration: int,
-        task: str,
-        globals_: dict[str, str],
-        decisions: Decisions,
-    ) -> None:
+    def __init__(self, store: RunStore, swarm: str, iteration: int, task: str, global_refs: Mapping[str, str]) -> None:
         self.store = store
         self.swarm = swarm
         self.iteration = iteration
         self.task = task
-        self.globals = globals_
-        self.decisions = decisions
-        self._lock = threading.Lock()
+        self._refs: GlobalRefs = dict(global_refs)
+        self._results: dict[str, str] = {}  # tag -> sha of what the task added
+        self._global_writes: GlobalRefs = {}
+        self._schedule: list[tuple[str, list[str]]] = []
+        self._stop = False
+
+    def writes(self) -> TaskWrites:
+        """What the task wrote; call it once the task has ended."""
+        return TaskWrites(dict(self._results), dict(self._global_writes), list(self._schedule), self._stop)
 
     def context(self) -> dict[str, Any]:
         return {
@@ -44,28 +45,25 @@ class CoordinatorHost:
         }
 
     def get_global(self, tag: str) -> bytes:
-        with self._lock:
-            sha = self.globals[tag]
+        sha = self._global_writes.get(tag) or self._refs[tag]  # the task reads back what it wrote
         return self.store.blobs.get(sha)
 
     def set_global(self, tag: str, value: bytes) -> None:
-        sha = self.store.put_value(value)
-        with self._lock:
-            self.globals[tag] = sha
+        self._global_writes[tag] = self.store.put_value(value)
 
     def add_result(self, tag: str, value: bytes) -> None:
-        sha = self.store.put_value(value)
-        self.store.add_result(self.iteration, self.task, COORDINATOR_NODE, tag, sha)
+        self._results[tag] = self.store.put_value(value)
 
     def select_results(self, tag: str) -> dict[str, bytes]:
-        return self.store.raw_results(self.iteration, tag)
+        values = self.store.raw_results(self.iteration, tag)
+        if tag in self._results:  # its own, recorded when it ends
+            values[COORDINATOR_NODE] = self.store.blobs.get(self._results[tag])
+        return values
 
     def schedule_next_iter(self, node_ids: list[str], alias: str) -> None:
         if not alias:
             raise TaskHostError("task_to_schedule_alias must be given")
-        with self._lock:
-            self.decisions.add_schedule(alias, node_ids)
+        self._schedule.append((alias, list(node_ids)))
 
     def stop_swarm(self) -> None:
-        with self._lock:
-            self.decisions.stop(self.task)
+        self._stop = True

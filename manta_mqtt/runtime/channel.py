@@ -11,8 +11,9 @@ import struct
 from typing import Any
 
 from ..protocol import codec
+from ..protocol.limits import MAX_TASK_FRAME_BYTES
 
-MAX_FRAME = 1 << 31
+MAX_FRAME = MAX_TASK_FRAME_BYTES
 _HEADER = struct.Struct(">I")
 
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..protocol.limits import MAX_TASK_TIMEOUT_SECONDS
 from ..protocol.topics import check_id
 from .module import Module
 
@@ -47,8 +48,8 @@ class Task:
         self.alias = check_id(self.alias or self.module.name or "", "task alias")
         if isinstance(self.maximum, float) and not 0 < self.maximum <= 1:
             raise ValueError("a fractional maximum must be in (0, 1]")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if not 0 < self.timeout <= MAX_TASK_TIMEOUT_SECONDS:
+            raise ValueError(f"timeout must be positive and at most {MAX_TASK_TIMEOUT_SECONDS:.0f} s (7 days)")
         if self.on_short not in SHORT_POLICIES:
             raise ValueError(f"on_short must be one of {SHORT_POLICIES}, not {self.on_short!r}")
         if isinstance(self.quorum, bool):

@@ -17,8 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..blobstore import BlobStore
+from ..ownership import Owner
 from ..protocol import topics
-from ..protocol.chunking import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Assembler, BlobInfo, ChunkError, split
+from ..protocol.chunking import (
+    DEFAULT_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    Assembler,
+    BlobInfo,
+    ChunkError,
+    DigestMismatch,
+    split,
+)
+from ..protocol.limits import FETCH_WINDOW, MAX_BLOB_BYTES, MAX_OPEN_UPLOADS_PER_NODE, UPLOAD_STALL_SECONDS
 from ..protocol.messages import BlobMeta, BlobRef, Chunk, ProtocolError
 from ..protocol.rejections import Rejections
 from .mqtt import MqttLink
@@ -102,8 +112,8 @@ class BlobFetcher:
         link: MqttLink,
         store: BlobStore,
         *,
-        window: int = 8,
-        max_size: int = 1 << 30,
+        window: int = FETCH_WINDOW,
+        max_size: int = MAX_BLOB_BYTES,
         on_reject: Callable[[str, str], None] | None = None,
     ) -> None:
         self.link = link
@@ -183,7 +193,7 @@ class BlobFetcher:
             except (ProtocolError, ChunkError, ValueError) as exc:
                 reason = "bad_chunk" if isinstance(exc, ChunkError) else "malformed"
                 self.on_reject(reason, f"blob {transfer.sha[:12]}: {exc}")
-                if isinstance(exc, ChunkError) and "sha256" in str(exc):
+                if isinstance(exc, DigestMismatch):
                     transfer.error = str(exc)
                     transfer.done.set()
 
@@ -226,15 +236,19 @@ class BlobFetcher:
 
 
 class UploadReceiver:
-    """Reassembles uploads from nodes; bounded per node so one node cannot exhaust memory."""
+    """Reassembles uploads from nodes; bounded per node so one node cannot exhaust memory.
+
+    Not thread-safe: one thread owns it (the coordinator's network thread, which receives the
+    chunks and also sweeps); a call from another thread raises ``WrongThread``.
+    """
 
     def __init__(
         self,
         store: BlobStore,
         *,
-        max_size: int = 1 << 30,
-        max_per_node: int = 16,
-        stale_after: float = 600.0,
+        max_size: int = MAX_BLOB_BYTES,
+        max_per_node: int = MAX_OPEN_UPLOADS_PER_NODE,
+        stale_after: float = UPLOAD_STALL_SECONDS,
         on_reject: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
@@ -243,9 +257,11 @@ class UploadReceiver:
         self.stale_after = stale_after
         self.on_reject = on_reject or Rejections(log)
         self._open: dict[tuple[str, str], tuple[Assembler, float]] = {}
+        self._owner = Owner("an UploadReceiver")
 
     def receive(self, node: str, sha: str, index: int, payload: bytes) -> str | None:
         """Take one chunk; return the sha when its blob became complete and is stored."""
+        self._owner.check()
         try:
             chunk = Chunk.parse(payload)
         except ProtocolError as exc:
@@ -280,6 +296,7 @@ class UploadReceiver:
 
     def sweep(self) -> int:
         """Drop uploads that stalled; return how many were dropped."""
+        self._owner.check()
         cutoff = time.monotonic() - self.stale_after
         stale = [key for key, (_, seen) in self._open.items() if seen < cutoff]
         for key in stale:

@@ -26,6 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ..protocol.limits import PUBLISH_WINDOW
+
 Handler = Callable[[str, bytes, bool], None]  # topic, payload, retained
 
 log = logging.getLogger("manta_mqtt.transport")
@@ -86,7 +88,7 @@ class MqttLink:
         version: str = "auto",
         session_expiry: int = 3600,  # 0: a clean session, for short-lived tools
         keepalive: int = 30,
-        window: int = 16,
+        window: int = PUBLISH_WINDOW,
         tls_ca: str | None = None,
     ) -> None:
         if version not in ("auto", *VERSIONS):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from ..swarm.graph import Task
+from ...swarm.graph import Task
 
 
 def eligible_nodes(task: Task, online: Mapping[str, Sequence[str]]) -> list[str]:
@@ -41,3 +41,21 @@ def select_nodes(
     if cap >= len(eligible):
         return eligible
     return sorted((rng or random.Random(0)).sample(eligible, cap))
+
+
+def choose_nodes(
+    task: Task,
+    online: Mapping[str, Sequence[str]],
+    forced: Sequence[str] | None,
+    previous: Sequence[str] | None,
+    rng: random.Random,
+) -> tuple[list[str], tuple[str, ...]]:
+    """The nodes for a step, and the scheduled ones that are not available.
+
+    ``forced``: the nodes a task named with ``schedule_next_iter`` (those still eligible run
+    it); otherwise the task's own rules choose among the online nodes.
+    """
+    if forced is None:
+        return select_nodes(task, online, previous=previous, rng=rng), ()
+    eligible = set(eligible_nodes(task, online))
+    return sorted(n for n in forced if n in eligible), tuple(sorted(set(forced) - eligible))

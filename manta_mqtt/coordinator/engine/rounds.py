@@ -1,4 +1,4 @@
-"""Round state, with no I/O: who must answer a step, who did, and what the swarm does next.
+"""The state of one node step, with no I/O: who must answer, who did, and whether it can end.
 
 A :class:`StepRound` is one task run on a set of nodes for one iteration. It is idempotent on
 (swarm, iteration, task, node): a duplicate changes nothing, a result for another step is
@@ -12,8 +12,13 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..protocol.messages import ResultEnvelope
-from ..swarm.graph import SwarmGraph
+from ...protocol.messages import ResultEnvelope
+
+
+class StepState(Enum):
+    PROCEED = "proceed"  # the quorum is met and nothing more is worth waiting for
+    WAITING = "waiting"  # nodes are still working, or lost nodes may come back
+    SHORT = "short"  # the quorum cannot be met any more (or not in time)
 
 
 class Verdict(Enum):
@@ -98,22 +103,29 @@ class StepRound:
             self.record(node, NodeOutcome(False, "no result before the step deadline"))
         return missing
 
-    def state(self, now: float, wait_for_lost: bool = True) -> str:
-        """``"proceed"`` (quorum met, and every node settled or the deadline passed),
-        ``"waiting"`` (nodes still working, lost nodes still in their grace, or waited for), or
-        ``"short"`` (past the hard deadline, or nothing left to wait for, without the quorum).
+    def state(self, now: float, wait_for_lost: bool = True) -> StepState:
+        """``PROCEED`` (quorum met, and every node settled or the deadline passed), ``WAITING``
+        (nodes still working, lost nodes still in their grace, or waited for), or ``SHORT``
+        (past the hard deadline, or nothing left to wait for, without the quorum).
         Running nodes are waited for even when the quorum is already out of reach, so that
         their successes count before a retry."""
         ok = len(self.succeeded)
         returning = [n for n in self.lost if now < self.lost_since.get(n, 0.0) + self.reconnect_grace]
         settled = self.complete and not returning
         if ok >= self.quorum and (settled or now >= self.deadline):
-            return "proceed"
+            return StepState.PROCEED
         if now >= self.give_up:
-            return "short"
+            return StepState.SHORT
         if self.missing or returning or (wait_for_lost and self.lost):
-            return "waiting"
-        return "short"
+            return StepState.WAITING
+        return StepState.SHORT
+
+    def next_change(self, now: float) -> float | None:
+        """The earliest time after ``now`` when :meth:`state` or :meth:`expire` may change
+        with no new event: the deadline, a lost node's grace running out, or giving up."""
+        times = [self.deadline, self.give_up, *(since + self.reconnect_grace for since in self.lost_since.values())]
+        future = [t for t in times if t > now]
+        return min(future) if future else None
 
     @property
     def missing(self) -> list[str]:
@@ -140,40 +152,3 @@ def quorum_size(quorum: int | float | None, assigned: int) -> int:
     if isinstance(quorum, float):
         return max(1, math.ceil(quorum * assigned))
     return max(1, min(quorum, assigned))
-
-
-@dataclass
-class Decisions:
-    """Control requests tasks made during one iteration."""
-
-    schedule: dict[str, list[str]] = field(default_factory=dict)  # alias -> node ids
-    stop_by: str = ""
-
-    def add_schedule(self, alias: str, node_ids: list[str]) -> None:
-        merged = self.schedule.setdefault(alias, [])
-        merged.extend(n for n in node_ids if n not in merged)
-
-    def stop(self, by: str) -> None:
-        self.stop_by = self.stop_by or by
-
-
-@dataclass
-class NextIteration:
-    """What follows an iteration: stop, complete, or run ``starts`` with forced nodes."""
-
-    state: str  # "running" | "stopped" | "completed"
-    starts: list[str] = field(default_factory=list)
-    forced: dict[str, list[str]] = field(default_factory=dict)
-    reason: str = ""
-
-
-def decide(graph: SwarmGraph, decisions: Decisions) -> NextIteration:
-    if decisions.stop_by:
-        return NextIteration("stopped", reason=f"stopped by task {decisions.stop_by}")
-    if decisions.schedule:
-        unknown = [a for a in decisions.schedule if a not in graph.tasks]
-        if unknown:
-            return NextIteration("failed", reason=f"schedule_next_iter named unknown task {unknown[0]!r}")
-        starts = [a for a in graph.order if a in decisions.schedule]
-        return NextIteration("running", starts=starts, forced=dict(decisions.schedule))
-    return NextIteration("completed", reason="no task scheduled another iteration")

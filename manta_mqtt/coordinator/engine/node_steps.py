@@ -1,0 +1,190 @@
+"""The rules of a step that runs on nodes: assign, judge every result, wait, retry or give up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ...protocol.messages import GlobalRefs, NodeStatus, ResultEnvelope
+from ...swarm.graph import Task
+from . import actions as act
+from .decisions import Decisions
+from .placement import eligible_nodes
+from .plan import Plan
+from .results import OK, EarlyResults, LateResults, take
+from .rounds import NodeOutcome, StepState, Verdict
+from .step import NodeStep, Parked
+
+
+@dataclass
+class RunData:
+    """The run's mutable state that node steps read and change (owned by the engine's thread)."""
+
+    plan: Plan
+    iteration: int
+    global_refs: GlobalRefs
+    decisions: Decisions
+    previous_nodes: dict[str, list[str]]
+    fleet: dict[str, NodeStatus] = field(default_factory=dict)
+    out: list[act.Action] = field(default_factory=list)  # actions of the event being handled
+
+    def emit(self, action: act.Action) -> None:
+        self.out.append(action)
+
+    def online(self) -> dict[str, list[str]]:
+        return {n: s.datasets for n, s in self.fleet.items() if s.state != "offline"}
+
+
+@dataclass(frozen=True)
+class Closed:
+    task: str
+    succeeded: int
+    assigned: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+
+
+class NodeSteps:
+    """At most one node step open at a time; results for no open step are early or late."""
+
+    def __init__(self, run: RunData, save: Callable[[], act.SaveCheckpoint]) -> None:
+        self.run = run
+        self._save = save  # the engine's checkpoint, taken once the step is open
+        self.step: NodeStep | None = None
+        self._early = EarlyResults()
+        self._late = LateResults()
+
+    def open(
+        self,
+        task: Task,
+        nodes: list[str],
+        attempt: int,
+        quorum: int,
+        successes: Mapping[str, NodeOutcome],
+        now: float,
+        parked: dict[str, Parked] | None = None,
+    ) -> None:
+        """Assign ``task`` to ``nodes``; earlier successes (a retry, a resumed step) count."""
+        run = self.run
+        run.previous_nodes[task.name] = list(nodes)
+        for sha in run.global_refs.values():
+            run.emit(act.PublishBlob(sha))
+        step = self.step = NodeStep.open(
+            run.plan,
+            run.iteration,
+            task,
+            nodes,
+            attempt=attempt,
+            quorum=quorum,
+            global_refs=run.global_refs,
+            successes=successes,
+            parked=parked or {},
+            now=now,
+        )
+        run.emit(self._save())
+        run.emit(act.StepStarted(run.iteration, task.name, list(nodes)))
+        run.emit(step.progress())
+        for node in step.round.missing:
+            run.emit(act.Assign(node, step.assignment))
+        for early in self._early.drain():
+            self.envelope(early.node, early.envelope, early.missing)
+
+    def settle(self, now: float) -> Closed | Failed | None:
+        """End the open step when its rules say so: proceed, retry, or fail (None: it goes on)."""
+        step = self.step
+        if step is None:
+            return None
+        for node in step.round.expire(now):
+            self._node_failed(step, node, "no result before the step deadline")
+        state = step.round.state(now, wait_for_lost=step.waits_for_lost)
+        if state is StepState.PROCEED:
+            return self._close(step)
+        if state is StepState.SHORT and step.may_retry:
+            self._retry(step, now)
+            return self.settle(now)
+        if state is StepState.SHORT:
+            self.step = None
+            return Failed(step.shortfall())
+        return None
+
+    def _retry(self, step: NodeStep, now: float) -> None:
+        """Run the step again on every eligible online node without a success (attempt + 1)."""
+        done = step.round.succeeded
+        nodes = sorted(set(done) | set(eligible_nodes(step.task, self.run.online())))
+        again = len(nodes) - len(done)
+        warning = f"{step.name}: {len(done)} of {step.quorum} needed succeeded; retrying on {again} node(s)"
+        self.run.emit(act.Warn(warning))
+        self.open(step.task, nodes, step.attempt + 1, step.quorum, step.successes(), now, step.parked)
+
+    def _close(self, step: NodeStep) -> Closed:
+        round_, it = step.round, self.run.iteration
+        self.step = None
+        self._late.closed(it, step.name, round_.stragglers)
+        for node in round_.missing:  # past the deadline: their results will be late
+            self.run.emit(act.RecordRun(it, step.name, node, False, "missed the step deadline (straggler)", 0.0))
+        return Closed(step.name, len(round_.succeeded), len(round_.nodes))
+
+    def _node_failed(self, step: NodeStep, node: str, error: str) -> None:
+        """Report a node the round already marked failed (offline, or past the deadline)."""
+        self.run.emit(act.RecordRun(self.run.iteration, step.name, node, False, error, 0.0))
+        self.run.emit(act.Warn(f"{step.name} on {node}: {error}"))
+        self.run.emit(act.NodeDone(node, False))
+        self.run.emit(step.progress())
+
+    def status_changed(self, before: NodeStatus | None, status: NodeStatus, now: float) -> None:
+        step, node = self.step, status.node
+        if step is None or node not in step.round.nodes:
+            return
+        if status.state == "offline":
+            if step.round.node_lost(node, now):
+                self._node_failed(step, node, "node went offline during the step")
+            return
+        restarted = before is not None and before.session != status.session
+        if (node in step.round.lost or restarted) and node not in step.round.succeeded:
+            # back (or restarted, having lost its task): ask again; a node that has the result
+            # in its outbox sends it, one that is still working ignores the duplicate
+            self.run.emit(act.Assign(node, step.assignment))
+
+    def envelope(self, node: str, e: ResultEnvelope, missing: set[str]) -> None:
+        """Judge a result that came on ``results/{node}``; ``missing``: its uploads not yet here."""
+        run, step = self.run, self.step
+        if e.swarm != run.plan.swarm:
+            return run.emit(act.Reject("unknown_swarm", f"results from {node} for swarm {e.swarm!r}"))
+        if step is None and e.iteration == run.iteration and e.node == node and not self._late.closed_step(e):
+            return self._early.keep(node, e, missing, run.out)  # judged when its step opens
+        verdict = step.round.judge(e, node) if step is not None else Verdict.LATE
+        if verdict is Verdict.LATE and e.node == node:
+            return self._late.take(e, missing, run.out)
+        if verdict is not Verdict.ACCEPTED or step is None:
+            return self._reject(verdict, node, e)
+        if missing:
+            step.parked[node] = Parked(e, missing)
+        else:
+            self._accept(step, e)
+
+    def uploaded(self, sha: str) -> None:
+        self._early.uploaded(sha)
+        step = self.step
+        if step is None:
+            return
+        for node, e, verdict in step.uploaded(sha):
+            if verdict is Verdict.ACCEPTED:
+                self._accept(step, e)
+            else:
+                self._reject(verdict, node, e)
+
+    def _reject(self, verdict: Verdict, node: str, e: ResultEnvelope) -> None:
+        self.run.emit(act.Reject(verdict.value, f"results from {node} for {e.task}@{e.iteration}"))
+
+    def _accept(self, step: NodeStep, e: ResultEnvelope) -> None:
+        run = self.run
+        take(e, run.global_refs, run.decisions, run.out)
+        ok = e.status == OK
+        step.round.record(e.node, NodeOutcome(ok, e.error, e.duration))
+        if not ok:
+            run.emit(act.Warn(f"{e.task} failed on {e.node}:\n{e.error}"))
+        run.emit(act.NodeDone(e.node, ok))
+        run.emit(step.progress())

@@ -1,0 +1,26 @@
+"""What does not change during a run: the swarm's graph, its code and the timing rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ...protocol.messages import CodeRef
+from ...swarm.graph import SwarmGraph
+
+
+@dataclass(frozen=True)
+class Timing:
+    grace: float = 60.0  # added to a task's timeout for fetching and uploading
+    reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
+    wait_nodes: float = 60.0  # how long to wait for min_nodes, and for any eligible node later
+    min_nodes: int = 1
+    max_iterations: int = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    swarm: str
+    graph: SwarmGraph
+    code: Mapping[str, CodeRef]  # task alias -> its code bundle
+    timing: Timing = Timing()

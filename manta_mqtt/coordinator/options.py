@@ -1,0 +1,56 @@
+"""How a coordinator run is configured, and what it reports when it ends."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..protocol.limits import DEFAULT_CHUNK_SIZE, MAX_BLOB_BYTES
+from .engine import Timing
+
+
+@dataclass
+class CoordinatorOptions:
+    runs_dir: Path = Path("manta_runs")
+    min_nodes: int = 1
+    wait_nodes: float = 60.0  # how long to wait for min_nodes (and for any eligible node later)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    mqtt_version: str = "auto"
+    seed: int = 0
+    max_iterations: int = 1000
+    grace: float = 60.0  # added to a task's timeout for fetching and uploading
+    swarm_id: str | None = None
+    max_upload: int = MAX_BLOB_BYTES
+    resume: Path | None = None  # a run directory to continue from its last completed step
+    reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
+
+    def timing(self) -> Timing:
+        return Timing(
+            grace=self.grace,
+            reconnect_grace=self.reconnect_grace,
+            wait_nodes=self.wait_nodes,
+            min_nodes=self.min_nodes,
+            max_iterations=self.max_iterations,
+        )
+
+
+@dataclass
+class RunSummary:
+    swarm_id: str
+    state: str
+    reason: str
+    iterations: int
+    store_path: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class SwarmFailed(Exception):
+    """The swarm cannot go on; the message says why."""
+
+
+def make_swarm_id(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "swarm"
+    return f"{slug}-{secrets.token_hex(4)}"
