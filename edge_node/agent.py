@@ -29,7 +29,7 @@ from manta_mqtt import __version__
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.ownership import Owner
 from manta_mqtt.protocol import topics
-from manta_mqtt.protocol.messages import NodeStatus
+from manta_mqtt.protocol.messages import NodeState, NodeStatus
 from manta_mqtt.protocol.rejections import Rejections
 from manta_mqtt.transport.blobs import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink, Will
@@ -140,11 +140,11 @@ class EdgeAgent:
     def announce(self) -> None:
         self.owner.check()
         running = self.book.running
-        state = "busy" if running is not None else "online"
+        state: NodeState = "busy" if running is not None else "online"
         status = self._status(state, running=running.label if running is not None else None)
         self.link.publish(topics.node_status(self.node_id), status.to_bytes(), retain=True)
 
-    def _status(self, state: str, running: str | None) -> NodeStatus:
+    def _status(self, state: NodeState, running: str | None) -> NodeStatus:
         return NodeStatus(
             node=self.node_id,
             state=state,

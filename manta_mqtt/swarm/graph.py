@@ -8,26 +8,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from ..protocol.limits import MAX_TASK_TIMEOUT_SECONDS
 from ..protocol.topics import check_id
 from .module import Module
 
-PLACEMENTS = ("nodes", "coordinator")
-METHODS = ("all", "any")
-SHORT_POLICIES = ("wait", "retry", "fail")
+Placement = Literal["nodes", "coordinator"]
+Method = Literal["all", "any"]
+OnShort = Literal["wait", "retry", "fail"]
+PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
+METHODS: tuple[Method, ...] = get_args(Method)
+SHORT_POLICIES: tuple[OnShort, ...] = get_args(OnShort)
 
 
 @dataclass(eq=False)
 class Task:
     module: Module
-    method: str = "all"
+    method: Method = "all"
     fixed: bool = False
     excepted_ids: list[str] | None = None
     specified_ids: list[str] | None = None
     maximum: int | float | None = -1
     alias: str | None = None
-    placement: str = "nodes"  # "coordinator" runs it beside the coordinator (aggregators, schedulers)
+    placement: Placement = "nodes"  # "coordinator" runs it beside the coordinator (aggregators, schedulers)
     timeout: float = 600.0  # seconds one run may take before it is killed and reported failed
     # Rounds that end: past `deadline` seconds the step proceeds once `quorum` nodes succeeded
     # (a count, a fraction of the assigned nodes, or None for all of them). When the quorum
@@ -35,7 +39,7 @@ class Task:
     # back, "retry" the step on other online nodes up to `retries` times, or "fail" the swarm.
     quorum: int | float | None = 1
     deadline: float | None = None  # default: wait for every node (bounded by timeout + grace)
-    on_short: str = "wait"
+    on_short: OnShort = "wait"
     max_wait: float = 120.0
     retries: int = 2
     previous: list[Task] = field(default_factory=list, repr=False)

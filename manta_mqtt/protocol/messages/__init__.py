@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from .blobs import BlobMeta, Chunk
 from .fields import VERSION, ProtocolError
-from .status import NodeStatus, SwarmState
-from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, Value
+from .status import NodeState, NodeStatus, SwarmState
+from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, RunStatus, Value
 
 __all__ = [
     "VERSION",
@@ -24,9 +24,11 @@ __all__ = [
     "Chunk",
     "CodeRef",
     "GlobalRefs",
+    "NodeState",
     "NodeStatus",
     "ProtocolError",
     "ResultEnvelope",
+    "RunStatus",
     "SwarmState",
     "Value",
 ]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Literal, cast, get_args
 
 from .fields import VERSION, _choice, _get, _id, _load_json, _metrics, _nonneg, _str_list
+
+NodeState = Literal["online", "busy", "offline"]  # busy: running a task
 
 
 @dataclass
@@ -13,14 +16,14 @@ class NodeStatus:
     """A node's retained status; its will message is the same with ``state="offline"``."""
 
     node: str
-    state: str  # "online" | "busy" | "offline"
+    state: NodeState
     datasets: list[str] = field(default_factory=list)
     session: int = 0  # start time in ms: tells a restart from a reconnect
     running: str | None = None  # "swarm/iteration/task" while busy
     rejected: dict[str, int] = field(default_factory=dict)
     agent: str = ""
 
-    STATES = ("online", "busy", "offline")
+    STATES: tuple[NodeState, ...] = get_args(NodeState)
 
     def to_bytes(self) -> bytes:
         return json.dumps({"v": VERSION, **asdict(self)}, sort_keys=True).encode()
@@ -28,7 +31,7 @@ class NodeStatus:
     @classmethod
     def parse(cls, payload: bytes) -> NodeStatus:
         data = _load_json(payload)
-        state = _choice(data, "state", cls.STATES)
+        state = cast(NodeState, _choice(data, "state", cls.STATES))
         rejected = _get(data, "rejected", dict, {})
         return cls(
             node=_id(data, "node"),

@@ -8,11 +8,13 @@ upload (:class:`BlobRef`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from .. import codec
 from ..limits import MAX_TASK_TIMEOUT_SECONDS
 from .fields import VERSION, ProtocolError, _choice, _finite, _get, _id, _load_msgpack, _nonneg, _sha, _str_list
+
+RunStatus = Literal["ok", "failed"]  # how a task run ended
 
 #: The words for globals, kept apart: a swarm's *global refs* map each tag to the sha256 of the
 #: encoded value it holds now (what assignments carry); a task's *global writes* map tags to the
@@ -141,7 +143,7 @@ class ResultEnvelope:
     task: str
     node: str
     attempt: int
-    status: str  # "ok" | "failed"
+    status: RunStatus
     results: dict[str, Value] = field(default_factory=dict)
     global_writes: dict[str, Value] = field(default_factory=dict)
     schedule: list[tuple[str, list[str]]] = field(default_factory=list)  # (alias, node ids)
@@ -149,7 +151,7 @@ class ResultEnvelope:
     error: str = ""
     duration: float = 0.0
 
-    STATUSES = ("ok", "failed")
+    STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
 
     @property
     def key(self) -> tuple[str, int, str, str]:
@@ -177,7 +179,7 @@ class ResultEnvelope:
     @classmethod
     def parse(cls, payload: bytes) -> ResultEnvelope:
         data = _load_msgpack(payload)
-        status = _choice(data, "status", cls.STATUSES)
+        status = cast(RunStatus, _choice(data, "status", cls.STATUSES))
         schedule: list[tuple[str, list[str]]] = []
         for item in _get(data, "schedule", list, []):
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
