@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal, cast, get_args
+from typing import ClassVar, Literal, cast, get_args
 
 from .fields import VERSION, _choice, _get, _id, _load_json, _metrics, _nonneg, _str_list
 
@@ -23,7 +23,7 @@ class NodeStatus:
     rejected: dict[str, int] = field(default_factory=dict)
     agent: str = ""
 
-    STATES: tuple[NodeState, ...] = get_args(NodeState)
+    STATES: ClassVar[tuple[NodeState, ...]] = get_args(NodeState)
 
     def to_bytes(self) -> bytes:
         return json.dumps({"v": VERSION, **asdict(self)}, sort_keys=True).encode()

@@ -8,7 +8,7 @@ upload (:class:`BlobRef`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast, get_args
+from typing import Any, ClassVar, Literal, cast, get_args
 
 from .. import codec
 from ..limits import MAX_TASK_TIMEOUT_SECONDS
@@ -151,7 +151,7 @@ class ResultEnvelope:
     error: str = ""
     duration: float = 0.0
 
-    STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+    STATUSES: ClassVar[tuple[RunStatus, ...]] = get_args(RunStatus)
 
     @property
     def key(self) -> tuple[str, int, str, str]:
