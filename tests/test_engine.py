@@ -317,7 +317,8 @@ def test_scheduled_nodes_that_are_gone_are_reported_once() -> None:
     assert assigned(out) == {"n1": 0}
 
 
-def test_a_step_waits_for_an_eligible_node_then_fails() -> None:
+def all_gone_before_iteration_1() -> World:
+    """Iteration 0 done; both nodes went offline before the scheduler named n1 for iteration 1."""
     world = running()
     world.result("n1")
     world.result("n2")
@@ -326,15 +327,18 @@ def test_a_step_waits_for_an_eligible_node_then_fails() -> None:
     world.offline("n2")
     world.finish_local(writes=TaskWrites(schedule=[("worker", ["n1"])]))
     assert world.engine.phase is Phase.CHOOSING
+    return world
+
+
+def test_a_step_waits_for_an_eligible_node() -> None:
+    world = all_gone_before_iteration_1()
     assert assigned(world.online("n1")) == {"n1": 0}
-    world = running()
-    world.result("n1")
-    world.result("n2")
-    world.finish_local()
-    world.offline("n1")
-    world.offline("n2")
-    world.finish_local(writes=TaskWrites(schedule=[("worker", ["n1"])]))
-    world.tick(30.0)
+
+
+def test_a_step_without_an_eligible_node_fails_after_the_wait() -> None:
+    world = all_gone_before_iteration_1()
+    assert not only(world.tick(29.9), act.SwarmEnded)
+    world.tick(0.1)
     assert end(world) == act.SwarmEnded(RunState.FAILED, "no eligible node online for task worker")
 
 
