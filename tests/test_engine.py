@@ -132,10 +132,10 @@ def test_no_schedule_completes_and_an_unknown_alias_fails() -> None:
     world.finish_local()
     assert end(world) == act.SwarmEnded(RunState.COMPLETED, "no task scheduled another iteration")
     world = running()
-    world.result("n1", schedule=[("nope", ["n1"])])
+    world.result("n1")
     world.result("n2")
     world.finish_local()
-    world.finish_local()
+    world.finish_local(writes=TaskWrites(schedule=[("nope", ["n1"])]))
     assert end(world) == act.SwarmEnded(RunState.FAILED, "schedule_next_iter named unknown task 'nope'")
 
 
@@ -222,10 +222,46 @@ def test_a_result_replayed_with_its_upload_still_missing_is_parked() -> None:
     assert act.StepDone(0, "worker", 1, 1) in world.uploaded(sha256(model))
 
 
-def test_a_global_written_by_a_node_is_kept_and_sent_with_the_next_assignments() -> None:
+# --- what a node may write -----------------------------------------------------------------------
+
+
+def test_by_default_a_node_sets_no_global_and_makes_no_control_request() -> None:
+    """A compromised node cannot rewrite the swarm's globals or steer it: those parts of its
+    result are refused and counted, its results still count, the step goes on."""
     world = running()
-    world.result("n1", global_writes={"lr": codec.encode(0.1)})
-    assert world.engine.global_refs["lr"] == sha256(codec.encode(0.1))
+    out = world.result(
+        "n1", global_writes={"model": b"evil", "rounds": b"1e9"}, schedule=[("worker", ["n1"])], stop=True
+    )
+    assert reasons(out) == ["forbidden"] * 4
+    assert only(out, act.Reject)[0].detail == "results from n1 for worker@0: may not set global 'model'"
+    assert act.RecordRun(0, "worker", "n1", True, "", 1.5) in out and only(out, act.RecordResult)
+    assert world.engine.global_refs == INITIAL
+    assert world.engine.run.decisions.schedule == {} and not world.engine.run.decisions.stop_by
+    assert act.StepDone(0, "worker", 2, 2) in world.result("n2")
+
+
+def test_a_task_may_let_nodes_set_named_globals() -> None:
+    world = running(globals_from_nodes=["lr"])
+    out = world.result("n1", global_writes={"lr": codec.encode(0.1), "model": b"evil"})
+    assert reasons(out) == ["forbidden"]
+    assert world.engine.global_refs == {**INITIAL, "lr": sha256(codec.encode(0.1))}
+    world = running(globals_from_nodes=True)
+    world.result("n1", global_writes={"model": codec.encode(1)})
+    assert world.engine.global_refs == {"model": sha256(codec.encode(1))}
+
+
+def test_a_task_may_let_nodes_make_control_requests() -> None:
+    world = running(control_from_nodes=True)
+    out = world.result("n1", schedule=[("worker", ["n1"])], stop=True)
+    assert reasons(out) == []
+    assert world.engine.run.decisions.schedule == {"worker": ["n1"]}
+    assert world.engine.run.decisions.stop_by == "worker@n1"
+
+
+@pytest.mark.parametrize("value", ["lr", [""], [3]])
+def test_globals_from_nodes_must_be_a_bool_or_tags(value: object) -> None:
+    with pytest.raises(ValueError):
+        fl_graph(globals_from_nodes=value)
 
 
 # --- deadlines, stragglers and lost nodes --------------------------------------------------------

@@ -30,6 +30,7 @@ from manta_mqtt.coordinator.engine import actions as act
 from manta_mqtt.protocol import codec
 from manta_mqtt.protocol.chunking import sha256
 from manta_mqtt.protocol.messages import BlobRef, NodeStatus, ResultEnvelope, Value
+from manta_mqtt.protocol.rejections import REASONS
 from tests.engine_world import INITIAL, SWARM, World, fl_graph, only
 
 NODES = ["n1", "n2", "n3"]
@@ -43,11 +44,16 @@ class Sent:
 
     envelope: ResultEnvelope
     topic: str
+    may_set_globals: bool
 
     @property
     def acceptable(self) -> bool:
         e = self.envelope
         return e.status == "ok" and e.node == self.topic and e.swarm == SWARM
+
+    @property
+    def global_acceptable(self) -> bool:
+        return self.acceptable and self.may_set_globals
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -60,11 +66,28 @@ class EngineMachine(RuleBasedStateMachine):
         retries=st.integers(0, 2),
         max_wait=st.sampled_from([0.0, 10.0]),
         min_nodes=st.integers(1, 3),
+        trusted=st.booleans(),
     )
     def begin(
-        self, quorum: object, deadline: object, on_short: str, retries: int, max_wait: float, min_nodes: int
+        self,
+        quorum: object,
+        deadline: object,
+        on_short: str,
+        retries: int,
+        max_wait: float,
+        min_nodes: int,
+        trusted: bool,
     ) -> None:
-        graph = fl_graph(quorum=quorum, deadline=deadline, on_short=on_short, retries=retries, max_wait=max_wait)
+        self.trusted = trusted  # the worker lets nodes set globals and make control requests
+        graph = fl_graph(
+            quorum=quorum,
+            deadline=deadline,
+            on_short=on_short,
+            retries=retries,
+            max_wait=max_wait,
+            globals_from_nodes=trusted,
+            control_from_nodes=trusted,
+        )
         timing = Timing(
             grace=10.0, reconnect_grace=5.0, wait_nodes=30.0, min_nodes=min_nodes, max_iterations=MAX_ITERATIONS
         )
@@ -91,6 +114,8 @@ class EngineMachine(RuleBasedStateMachine):
                 assert self.status.get(action.node) == "online", f"assigned to {action.node}, which is not online"
             if isinstance(action, act.RunLocal):
                 self.local_pending = True
+            if isinstance(action, act.Reject):
+                assert action.reason in REASONS, f"undocumented rejection reason {action.reason!r}"
             if isinstance(action, (act.RecordResult, act.RecordLateResult)) and action.sha in BLOBS:
                 assert action.sha in self.stored, "a result was recorded before its upload arrived"
         return out
@@ -152,7 +177,7 @@ class EngineMachine(RuleBasedStateMachine):
             "" if ok else "boom",
             1.0,
         )
-        sent = Sent(e, topic or node)
+        sent = Sent(e, topic or node, self.trusted)
         for value in [metrics, *writes.values()]:
             assert isinstance(value, bytes)
             self.by_value[sha256(value)] = sent
@@ -226,7 +251,7 @@ class EngineMachine(RuleBasedStateMachine):
         allowed = set(INITIAL.values()) | self.local_writes
         for sha in self.world.engine.global_refs.values():
             if sha not in allowed:
-                assert sha in self.by_value and self.by_value[sha].acceptable
+                assert sha in self.by_value and self.by_value[sha].global_acceptable
 
     @invariant()
     def steps_end_with_a_success(self) -> None:

@@ -17,6 +17,7 @@ REASONS = (
     "oversized",
     "bad_chunk",
     "overflow",
+    "forbidden",  # a node's result tried to set a global or steer the swarm, which its task does not allow
 )
 
 

@@ -42,6 +42,11 @@ class Task:
     on_short: OnShort = "wait"
     max_wait: float = 120.0
     retries: int = 2
+    # What a node's result may change beyond its own results (nodes are not trusted; tasks on the
+    # coordinator are): the globals it may set (False: none, True: any, or a list of tags), and
+    # whether it may call schedule_next_iter / stop_swarm. Anything else is refused and counted.
+    globals_from_nodes: bool | Sequence[str] = False
+    control_from_nodes: bool = False
     previous: list[Task] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +69,16 @@ class Task:
             raise ValueError("a quorum count must be at least 1")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive")
+        if not isinstance(self.globals_from_nodes, bool):
+            tags = list(self.globals_from_nodes)
+            if isinstance(self.globals_from_nodes, str) or not all(isinstance(t, str) and t for t in tags):
+                raise ValueError("globals_from_nodes must be True, False or a list of global tags")
+            self.globals_from_nodes = tags
+
+    def node_may_set(self, tag: str) -> bool:
+        """Whether a node's result for this task may set global ``tag``."""
+        allowed = self.globals_from_nodes
+        return allowed if isinstance(allowed, bool) else tag in allowed
 
     @property
     def name(self) -> str:

@@ -181,7 +181,7 @@ class NodeSteps:
 
     def _accept(self, step: NodeStep, e: ResultEnvelope) -> None:
         run = self.run
-        take(e, run.global_refs, run.decisions, run.out)
+        take(e, step.task, run.global_refs, run.decisions, run.out)
         ok = e.status == OK
         step.round.record(e.node, NodeOutcome(ok, e.error, e.duration))
         if not ok:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...protocol.chunking import sha256
 from ...protocol.limits import MAX_EARLY_RESULTS
 from ...protocol.messages import BlobRef, GlobalRefs, ResultEnvelope, Value
+from ...swarm.graph import Task
 from . import actions as act
 from .decisions import Decisions
 
@@ -19,20 +20,29 @@ OK = "ok"  # ResultEnvelope.status of a run that succeeded
 
 @dataclass(frozen=True)
 class Carried:
-    """What an accepted result changes beyond its outcome."""
+    """What an accepted result changes beyond its outcome, and what it tried to but may not."""
 
     results: dict[str, Value]
     global_writes: dict[str, Value]
     schedule: list[tuple[str, list[str]]]
     stop: bool
+    refused: list[str] = field(default_factory=list)
 
 
-def carried(envelope: ResultEnvelope) -> Carried:
-    """What a result may carry: a run that failed changes nothing but its outcome; one that
-    succeeded brings its results, the globals it set and its control requests."""
-    if envelope.status != OK:
+def carried(envelope: ResultEnvelope, task: Task) -> Carried:
+    """What a node's result may carry: a run that failed changes nothing but its outcome; one
+    that succeeded brings its results, and only the globals and control requests its task lets
+    nodes make (``Task.globals_from_nodes``, ``Task.control_from_nodes``; by default none)."""
+    e = envelope
+    if e.status != OK:
         return Carried({}, {}, [], False)
-    return Carried(dict(envelope.results), dict(envelope.global_writes), list(envelope.schedule), envelope.stop)
+    refused = [f"may not set global {tag!r}" for tag in e.global_writes if not task.node_may_set(tag)]
+    writes = {tag: v for tag, v in e.global_writes.items() if task.node_may_set(tag)}
+    if task.control_from_nodes:
+        return Carried(dict(e.results), writes, list(e.schedule), e.stop, refused)
+    refused += ["may not call schedule_next_iter"] if e.schedule else []
+    refused += ["may not call stop_swarm"] if e.stop else []
+    return Carried(dict(e.results), writes, [], False, refused)
 
 
 def value_sha(value: Value, out: list[act.Action]) -> str:
@@ -43,10 +53,12 @@ def value_sha(value: Value, out: list[act.Action]) -> str:
     return sha256(value)
 
 
-def take(e: ResultEnvelope, global_refs: GlobalRefs, decisions: Decisions, out: list[act.Action]) -> None:
+def take(e: ResultEnvelope, task: Task, global_refs: GlobalRefs, decisions: Decisions, out: list[act.Action]) -> None:
     """Apply an accepted result: record what it carries, set the globals it wrote, and add its
-    control requests to this iteration's decisions."""
-    taken = carried(e)
+    control requests to this iteration's decisions; count what it may not do."""
+    taken = carried(e, task)
+    detail = f"results from {e.node} for {e.task}@{e.iteration}"
+    out.extend(act.Reject("forbidden", f"{detail}: {what}") for what in taken.refused)
     for tag, value in taken.results.items():
         out.append(act.RecordResult(e.iteration, e.task, e.node, tag, value_sha(value, out)))
     for tag, value in taken.global_writes.items():
