@@ -43,6 +43,9 @@ from .worker import Worker
 log = logging.getLogger("edge_node")
 
 AGENT = f"manta-mqtt {__version__}"
+#: The status is published at least this often, so that a coordinator can tell a live node from
+#: a retained status nobody refreshes (it treats a node silent for 90 s as gone).
+HEARTBEAT_SECONDS = 30.0
 
 
 class EdgeAgent:
@@ -56,6 +59,8 @@ class EdgeAgent:
         self.owner = Owner("edge agent")  # the main thread: run(), the pump, the status
         self.inbox: queue.Queue[Event] = queue.Queue()  # any thread puts, the main thread takes
         self.book = JobBook()  # main thread only (checked)
+        self.heartbeat_seconds = HEARTBEAT_SECONDS
+        self._next_heartbeat = 0.0  # main thread only: when to publish the status again
         will = NodeStatus(self.node_id, "offline", sorted(config.datasets), self.session, agent=AGENT)
         self.link = MqttLink(
             self.node_id,
@@ -98,6 +103,8 @@ class EdgeAgent:
         try:
             while not stop.is_set():
                 self.pump(0.5)
+                if time.monotonic() >= self._next_heartbeat:
+                    self.announce()  # a coordinator takes a node it has not heard of for a while as gone
             self.worker.stop()
             while self.worker.is_alive():  # keep cancelling and announcing while the last job ends
                 self.pump(0.2)
@@ -142,6 +149,7 @@ class EdgeAgent:
         running = self.book.running
         state: NodeState = "busy" if running is not None else "online"
         status = self._status(state, running=running.label if running is not None else None)
+        self._next_heartbeat = time.monotonic() + self.heartbeat_seconds
         self.link.publish(topics.node_status(self.node_id), status.to_bytes(), retain=True)
 
     def _status(self, state: NodeState, running: str | None) -> NodeStatus:
@@ -153,4 +161,5 @@ class EdgeAgent:
             running=running,
             rejected=self.reject.as_dict(),
             agent=AGENT,
+            heartbeat=round(time.time(), 3),
         )

@@ -77,7 +77,11 @@ class World:
     def tick(self, after: float) -> list[act.Action]:
         return self.feed(Tick(), after)
 
-    def online(self, *nodes: str, session: int = 1, datasets: Sequence[str] = ("numbers.npy",)) -> list[act.Action]:
+    def online(
+        self, *nodes: str, session: int = 1, datasets: Sequence[str] = ("numbers.npy",), after: float = 0.0
+    ) -> list[act.Action]:
+        """Each node's status says online (a first status, a heartbeat, or a return)."""
+        self.now += after
         out = []
         for node in nodes:
             out += self.feed(StatusChanged(NodeStatus(node, "online", list(datasets), session)))

@@ -185,3 +185,25 @@ def test_the_agent_over_a_broker(amqtt_broker: BrokerUnderTest, tmp_path: Path) 
     coordinator.stop()
     assert not runner.is_alive()
     assert [t.name for t in threading.enumerate() if t.name == "edge-worker"] == []
+
+
+def test_the_status_is_a_heartbeat(amqtt_broker: BrokerUnderTest, tmp_path: Path) -> None:
+    """An idle node publishes its status again and again, each with a later heartbeat time, so
+    that a coordinator can tell it from a retained status nobody refreshes."""
+    address = BrokerAddress.parse(amqtt_broker.url)
+    agent, stop = EdgeAgent(NodeConfig("n1", address, tmp_path, mqtt_version="3.1.1")), threading.Event()
+    agent.heartbeat_seconds = 0.3
+    statuses: list[NodeStatus] = []
+    watcher = MqttLink("watcher", address, version="3.1.1", session_expiry=0)
+    watcher.route(topics.node_status("n1"), lambda t, p, r: p and statuses.append(NodeStatus.parse(p)))
+    assert watcher.start() and watcher.subscribe(topics.node_status("n1"), wait=5)
+    runner = threading.Thread(target=agent.run, args=(stop,), name="agent-main")
+    runner.start()
+    try:
+        wait(lambda: len([s for s in statuses if s.state == "online"]) >= 4, "four heartbeats")
+    finally:
+        stop.set()
+        runner.join(30)
+        watcher.stop()
+    beats = [s.heartbeat for s in statuses if s.state == "online"]
+    assert beats == sorted(beats) and beats[-1] > beats[0] > 0

@@ -16,7 +16,8 @@ from tests.engine_world import INITIAL, SWARM, World, assigned, blob, fl_graph, 
 
 def running(**worker: object) -> World:
     """Two nodes online, the first worker step open on both."""
-    world = World(fl_graph(**worker), Timing(grace=10.0, reconnect_grace=5.0, wait_nodes=30.0, min_nodes=2))
+    timing = Timing(grace=10.0, reconnect_grace=5.0, wait_nodes=30.0, min_nodes=2, stale_after=1000.0)
+    world = World(fl_graph(**worker), timing)
     world.start()
     world.online("n1", "n2")
     assert world.engine.phase is Phase.ON_NODES
@@ -337,6 +338,36 @@ def test_on_short_retry_gives_up_after_its_retries() -> None:
     world.result("n1", status="failed")
     world.result("n2", status="failed")
     assert end(world).state is RunState.FAILED
+
+
+def test_a_node_that_falls_silent_is_lost_and_the_step_goes_on() -> None:
+    """A node whose status stops coming (a retained status of a dead node, or a fake one) is
+    treated as gone after stale_after, instead of holding the step until its hard deadline."""
+    world = World(fl_graph(quorum=1), Timing(grace=10.0, reconnect_grace=5.0, min_nodes=2, stale_after=90.0))
+    world.start()
+    world.online("n1", "n2")
+    world.result("n1", after=1.0)
+    world.online("n1", after=29.0)  # n1's heartbeats keep coming; n2's do not
+    world.online("n1", after=30.0)
+    assert world.engine.next_timer() == 1090.0
+    out = world.tick(30.0)
+    assert act.RecordRun(0, "worker", "n2", False, "no status from the node for 90 s", 0.0) in out
+    assert not only(out, act.StepDone)  # it may still come back within the reconnect grace
+    assert act.StepDone(0, "worker", 1, 2) in world.tick(5.0)
+
+
+def test_a_silent_node_is_not_chosen_and_a_heartbeat_keeps_a_node_eligible() -> None:
+    world = World(fl_graph(), Timing(min_nodes=1, stale_after=90.0))
+    world.start()
+    world.online("ghost")  # e.g. a retained status nobody refreshes
+    assert assigned(world.log) == {"ghost": 0}
+    world.result("ghost")
+    world.finish_local()
+    world.online("n1", after=89.0)
+    world.tick(2.0)  # ghost was last heard of 91 s ago, n1 2 s ago
+    out = world.finish_local(writes=TaskWrites(schedule=[("worker", ["ghost", "n1"])]))
+    assert act.Warn("scheduled node(s) not available for worker: ghost") in out
+    assert assigned(out) == {"n1": 0}
 
 
 # --- choosing nodes and resuming --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The bytes on the wire, pinned: every message type, encoded from fixed values, hashes to what
-protocol v1 sent when it was first released (recorded with commit 141ba79). A refactor that
-changes one byte of any message fails here; a deliberate change of the wire is protocol v2."""
+protocol v1 sent when it was first released (recorded with commit 141ba79), or to what a
+deliberate, documented addition made of it (marked). A refactor that changes one byte of any
+message fails here; a change that older peers cannot read is protocol v2."""
 
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ MESSAGES = {
 }
 
 PINNED = {
-    "node_status": "26767139ca4fb6041144b326488da1afd4c9b701a8684853a7e4435f6131b903",
-    "node_status_offline": "f82572d1b2cc29c57b6985b39d1f26ee1d6121d2b6f3a9f41afc31ad62979ce0",
+    "node_status": "1a8c010670bf5121cc09843b5e0b51082fe55c7873fa1357fc74b95ac6357bcb",  # + heartbeat
+    "node_status_offline": "745d89dd58118e333dda51f22c337a985c57da4f78302d9f080200b5984ec702",  # + heartbeat
     "swarm_state": "a3574774f7f192dcd967e0153e3f693f011c59c49fba0be69156fe34027f6432",
     "blob_meta_inline": "536456ab5655d6a049a5004258b0729c0b2c97928cf790a5848f5aeb4e1311e7",
     "blob_meta": "202ff965dbb8acc34d0cf3c2ff9993da6553d81d5fe5227a7ad56d304a84dcbf",
@@ -76,3 +77,11 @@ def test_message_bytes_are_pinned(name: str) -> None:
 def test_codec_bytes_are_pinned() -> None:
     value = {"a": np.arange(6, dtype="<f4").reshape(2, 3), "b": [1, 2.5, "x", None, True, b"\x00"]}
     assert hashlib.sha256(codec.encode(value)).hexdigest() == PINNED["codec_values"]
+
+
+def test_a_status_from_a_0_1_0_node_still_parses() -> None:
+    """Before the heartbeat field, a node's status had no "heartbeat": it reads as 0."""
+    old = b'{"agent": "manta-mqtt 0.1.0", "datasets": [], "node": "n1", "rejected": {}, "running": null, '
+    old += b'"session": 5, "state": "online", "v": 1}'
+    status = NodeStatus.parse(old)
+    assert (status.node, status.state, status.heartbeat) == ("n1", "online", 0.0)

@@ -88,7 +88,7 @@ class Engine:
 
     def start(self, now: float) -> list[act.Action]:
         self._owner.check()
-        self._now = now
+        self._now = self.run.now = now
         for alias, task in self.graph.tasks.items():
             if task.placement == "nodes":
                 self.run.emit(act.PublishBlob(self.plan.code[alias].sha))
@@ -105,7 +105,7 @@ class Engine:
 
     def handle(self, event: Event, now: float) -> list[act.Action]:
         self._owner.check()
-        self._now = now
+        self._now = self.run.now = now
         if self.ended:
             return []
         if isinstance(event, StatusChanged):
@@ -127,9 +127,12 @@ class Engine:
         """When to send a :class:`Tick` if nothing else happens (None: no deadline pending)."""
         if self.phase in (Phase.GATHERING, Phase.CHOOSING):
             return self._until
-        if self.nodes.step is not None:
-            return self.nodes.step.round.next_change(self._now)
-        return None
+        step = self.nodes.step
+        if step is None:
+            return None
+        stale_at = [self.run.seen[n] + self.timing.stale_after for n in step.round.missing if n in self.run.seen]
+        times = [t for t in [step.round.next_change(self._now), *stale_at] if t is not None and t > self._now]
+        return min(times, default=None)
 
     def checkpoint(self) -> Checkpoint:
         run, step = self.run, self.nodes.step
@@ -279,6 +282,7 @@ class Engine:
         node = status.node
         before = self.run.fleet.get(node)
         self.run.fleet[node] = status
+        self.run.seen[node] = now
         if (before is None or before.state == "offline") and status.state != "offline":
             self.run.emit(act.Log(f"node {node} online (datasets: {', '.join(status.datasets) or 'none'})"))
         if self.phase is Phase.GATHERING:

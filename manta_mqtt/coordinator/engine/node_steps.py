@@ -26,13 +26,20 @@ class RunData:
     decisions: Decisions
     previous_nodes: dict[str, list[str]]
     fleet: dict[str, NodeStatus] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)  # node -> when its last status arrived
+    now: float = 0.0  # the time of the event being handled
     out: list[act.Action] = field(default_factory=list)  # actions of the event being handled
 
     def emit(self, action: act.Action) -> None:
         self.out.append(action)
 
+    def stale(self, node: str) -> bool:
+        """No status from ``node`` for ``stale_after`` seconds: dead, or a retained status of a
+        node that is gone (or never was). Live nodes re-send theirs as a heartbeat."""
+        return self.now >= self.seen.get(node, self.now) + self.plan.timing.stale_after
+
     def online(self) -> dict[str, list[str]]:
-        return {n: s.datasets for n, s in self.fleet.items() if s.state != "offline"}
+        return {n: s.datasets for n, s in self.fleet.items() if s.state != "offline" and not self.stale(n)}
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,10 @@ class NodeSteps:
             return None
         for node in step.round.expire(now):
             self._node_failed(step, node, "no result before the step deadline")
+        silent = f"no status from the node for {self.run.plan.timing.stale_after:.0f} s"
+        for node in [n for n in step.round.missing if self.run.stale(n)]:
+            if step.round.node_lost(node, now):
+                self._node_failed(step, node, silent)
         state = step.round.state(now, wait_for_lost=step.waits_for_lost)
         if state is StepState.PROCEED:
             return self._close(step)

@@ -16,6 +16,7 @@ class Timing:
     wait_nodes: float = 60.0  # how long to wait for min_nodes, and for any eligible node later
     min_nodes: int = 1
     max_iterations: int = 1000
+    stale_after: float = 90.0  # a node silent this long (no status, not even its heartbeat) is gone
 
 
 @dataclass(frozen=True)

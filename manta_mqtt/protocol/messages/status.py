@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Literal, cast, get_args
 
-from .fields import VERSION, _choice, _get, _id, _load_json, _metrics, _nonneg, _str_list
+from .fields import VERSION, _choice, _finite, _get, _id, _load_json, _metrics, _nonneg, _str_list
 
 NodeState = Literal["online", "busy", "offline"]  # busy: running a task
 
@@ -22,6 +22,7 @@ class NodeStatus:
     running: str | None = None  # "swarm/iteration/task" while busy
     rejected: dict[str, int] = field(default_factory=dict)
     agent: str = ""
+    heartbeat: float = 0.0  # the node's clock (unix s) when it sent this; it re-sends at least every 30 s
 
     STATES: ClassVar[tuple[NodeState, ...]] = get_args(NodeState)
 
@@ -41,6 +42,7 @@ class NodeStatus:
             running=_get(data, "running", (str, type(None)), None),
             rejected={str(k): int(v) for k, v in rejected.items() if isinstance(v, int)},
             agent=_get(data, "agent", str, ""),
+            heartbeat=_finite(data, "heartbeat", 0.0),
         )
 
 
