@@ -4,7 +4,9 @@
 carry out. It alone knows which jobs are queued or running and which swarms are over, so the
 checks that once raced across threads are single steps of one thread: an assignment stays known
 (and its repeats are duplicates) from the moment it is accepted until the worker is done with
-it, and a swarm's end cancels exactly the jobs of that swarm, whether queued or running.
+it, and a swarm's end cancels exactly the jobs of that swarm, whether queued or running. It also
+bounds the worker's queue: only jobs it dispatched enter it, and it holds at most
+``MAX_QUEUED_JOBS`` behind the running one (a flood of assignments is refused, not queued).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from manta_mqtt.ownership import Owner
+from manta_mqtt.protocol.limits import MAX_QUEUED_JOBS
 from manta_mqtt.protocol.messages import Assignment
 
 from .events import AssignmentArrived, BookEvent, Connected, Job, JobFinished, JobStarted, SwarmEnded, key_of
@@ -57,8 +60,9 @@ Action = Reject | Dispatch | Cancel | Announce | DeliverPending
 class JobBook:
     """Jobs queued or running, by key; finished swarms; the running job. Main thread only."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_queued: int = MAX_QUEUED_JOBS) -> None:
         self.owner = Owner("job book")
+        self.max_queued = max_queued  # accepted jobs not running yet (each waits in the worker's queue)
         self._jobs: dict[Key, Job] = {}  # accepted and not yet finished by the worker
         self._running: Job | None = None  # between the worker's JobStarted and JobFinished
         self._finished: set[str] = set()  # swarms whose state was terminal: refuse their work
@@ -86,6 +90,11 @@ class JobBook:
         self.owner.check()
         return list(self._jobs.values())
 
+    def queued(self) -> int:
+        """Jobs accepted and not running: dispatched to the worker, or cancelled and not yet skipped."""
+        self.owner.check()
+        return len(self._jobs) - (self._running is not None)
+
     def is_finished(self, swarm: str) -> bool:
         self.owner.check()
         return swarm in self._finished
@@ -96,6 +105,8 @@ class JobBook:
             return [Reject("late", f"assignment for finished swarm {a.swarm}")]
         if key in self._jobs:
             return [Reject("duplicate", f"assignment {key} is already queued or running")]
+        if self.queued() >= self.max_queued:
+            return [Reject("overflow", f"assignment {key}: {self.max_queued} jobs are queued already")]
         job = Job(a)
         self._jobs[key] = job
         return [Dispatch(job)]

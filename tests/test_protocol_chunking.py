@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import tracemalloc
 from dataclasses import replace
 
 import pytest
@@ -277,3 +278,22 @@ def test_assembler_refuses_small_chunk_size_for_multi_chunk_blobs():
     data = b"tiny"
     asm = Assembler(BlobInfo(sha256(data), len(data), 16), MAX)
     assert asm.add(asm.info, 0, data) == data
+
+
+# --- memory follows the data --------------------------------------------------------------------
+
+
+def test_memory_follows_the_data_not_the_declared_size():
+    """A chunk declaring a 1 GiB blob costs about one chunk: nothing is allocated ahead of the data."""
+    info = BlobInfo("0" * 64, 1 << 30, CS)
+    tracemalloc.start()
+    try:
+        asm = Assembler(info, MAX)
+        asm.add(info, 5, b"x" * CS)  # past a gap: waits
+        asm.add(info, 0, b"y" * CS)  # extends the prefix
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 64 * CS
+    assert asm.received_bytes == 2 * CS
+    assert asm.has(0) and asm.has(5) and not asm.has(1)

@@ -88,7 +88,13 @@ class Coordinator:
             checkpoint, resumed = self._restore(store, description)
         else:
             store = self._store = RunStore.create(options.runs_dir, self.swarm_id, description)
-        uploads = UploadReceiver(store.blobs, max_size=options.max_upload, on_reject=self.reject)
+        uploads = UploadReceiver(
+            store.blobs,
+            max_size=options.max_upload,
+            max_bytes_per_node=options.upload_budget_per_node,
+            max_bytes_total=options.upload_budget_total,
+            on_reject=self.reject,
+        )
         self._intake = Intake(self.reject, uploads)
         link = self._link = MqttLink(f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version)
         filters = self._intake.attach(link, self.swarm_id)

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..protocol.limits import DEFAULT_CHUNK_SIZE, MAX_BLOB_BYTES
+from ..protocol.limits import DEFAULT_CHUNK_SIZE, MAX_BLOB_BYTES, MAX_NODE_UPLOAD_BYTES, MAX_TOTAL_UPLOAD_BYTES
 from .engine import Timing
 
 
@@ -23,6 +23,8 @@ class CoordinatorOptions:
     grace: float = 60.0  # added to a task's timeout for fetching and uploading
     swarm_id: str | None = None
     max_upload: int = MAX_BLOB_BYTES
+    upload_budget_per_node: int = MAX_NODE_UPLOAD_BYTES  # bytes held in one node's incomplete uploads
+    upload_budget_total: int = MAX_TOTAL_UPLOAD_BYTES  # ... in all nodes' together
     resume: Path | None = None  # a run directory to continue from its last completed step
     reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
 

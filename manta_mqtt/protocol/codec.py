@@ -7,15 +7,18 @@ arrays it returns are read-only views; call ``.copy()`` to modify one in place.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
 import msgpack
 import numpy as np
 
+from .limits import MAX_ARRAY_DIMENSIONS as MAX_ARRAY_DIMENSIONS
 from .limits import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # the cap on one decode: MQTT's maximum packet size
 
 NDARRAY_EXT = 1
+_MAX_INTP = int(np.iinfo(np.intp).max)  # numpy's bound on an array's size in bytes (and on each dimension)
 
 
 class CodecError(ValueError):
@@ -26,8 +29,8 @@ def _pack_array(array: np.ndarray) -> msgpack.ExtType:
     dtype = array.dtype
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise CodecError(f"cannot encode numpy dtype {dtype!r}: use plain numeric/bytes dtypes")
-    if array.ndim > 32:
-        raise CodecError("arrays of more than 32 dimensions are not supported")
+    if array.ndim > MAX_ARRAY_DIMENSIONS:
+        raise CodecError(f"arrays of more than {MAX_ARRAY_DIMENSIONS} dimensions are not supported")
     descr = dtype.str.encode("ascii")
     header = struct.pack(f"<B{len(descr)}sB{array.ndim}Q", len(descr), descr, array.ndim, *array.shape)
     # a byte view of the data (no copy unless the array was not contiguous); join copies once
@@ -36,6 +39,12 @@ def _pack_array(array: np.ndarray) -> msgpack.ExtType:
 
 
 def _unpack_array(data: bytes) -> np.ndarray:
+    """Wrap the raw bytes, after checking the shape describes exactly the bytes present.
+
+    The check is the whole defence against decode bombs: a 150-byte extension must not become a
+    gigabyte array, so a zero-itemsize dtype (numpy never makes arrays of one) is refused rather
+    than trusted, and a shape that numpy cannot index is refused before numpy sees it.
+    """
     try:
         (dlen,) = struct.unpack_from("<B", data, 0)
         descr = data[1 : 1 + dlen].decode("ascii")
@@ -44,17 +53,23 @@ def _unpack_array(data: bytes) -> np.ndarray:
         dtype = np.dtype(descr)
     except (struct.error, UnicodeDecodeError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed ndarray extension: {exc}") from exc
-    if dtype.hasobject or dtype.fields is not None:
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise CodecError(f"refusing ndarray of dtype {descr!r}")
+    if dtype.itemsize == 0:
+        raise CodecError(f"refusing ndarray of zero-size dtype {descr!r}")
+    if ndim > MAX_ARRAY_DIMENSIONS:
+        raise CodecError(f"ndarray of {ndim} dimensions (at most {MAX_ARRAY_DIMENSIONS})")
+    # numpy needs every dimension, and the product of the non-zero ones in bytes, to fit an intp
+    if math.prod(max(1, dim) for dim in shape) * dtype.itemsize > _MAX_INTP:
+        raise CodecError("ndarray extension shape is too large")
     offset = 2 + dlen + 8 * ndim
-    count = 1
-    for dim in shape:
-        count *= dim
+    count = math.prod(shape)
     if count * dtype.itemsize != len(data) - offset:
         raise CodecError("ndarray extension size does not match its shape")
-    if dtype.itemsize == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+    except ValueError as exc:  # anything numpy still refuses is malformed, never a crash
+        raise CodecError(f"malformed ndarray extension: {exc}") from exc
 
 
 def _default(value: Any) -> Any:

@@ -29,6 +29,10 @@ MAX_ASSIGNMENT_BYTES = 1 * MiB
 #: uploads, referenced by ``{"blob", "size"}``).
 MAX_ENVELOPE_BYTES = 64 * MiB
 
+#: Most dimensions of a numpy array in a value (codec extension type 1). Enforced by ``codec.encode``
+#: and ``codec.decode``; a message holding a deeper array is refused and counted ``malformed``.
+MAX_ARRAY_DIMENSIONS = 32
+
 #: Largest blob (code bundle, global, uploaded value) a receiver reassembles. Enforced by the
 #: node's blob fetcher and the coordinator's upload receiver when a transfer starts; each chunk
 #: of a larger blob is dropped and counted ``bad_chunk``, so the blob never arrives.
@@ -72,6 +76,17 @@ BLOB_FETCH_TIMEOUT_SECONDS = 600
 #: upload receiver; a chunk starting one more is dropped and counted ``oversized``.
 MAX_OPEN_UPLOADS_PER_NODE = 16
 
+#: Bytes the coordinator holds in one node's incomplete uploads: the chunks that arrived (nothing is
+#: allocated at a declared size) plus 4 KiB per open upload for its bookkeeping. Enforced by the
+#: coordinator's upload receiver; the chunk that would pass it is dropped, counted ``oversized``, and
+#: that upload discarded. At least ``MAX_BLOB_BYTES``, so any blob a node may upload fits.
+MAX_NODE_UPLOAD_BYTES = 1 * GiB
+
+#: Bytes the coordinator holds in all nodes' incomplete uploads together, counted the same way: what
+#: protects the process when many nodes (or forged node ids) upload at once. Enforced like
+#: ``MAX_NODE_UPLOAD_BYTES``.
+MAX_TOTAL_UPLOAD_BYTES = 2 * GiB
+
 #: Seconds without a new chunk after which the coordinator's upload receiver discards an
 #: incomplete upload, uncounted; the envelope referring to it is not accepted without it.
 UPLOAD_STALL_SECONDS = 600
@@ -80,6 +95,10 @@ UPLOAD_STALL_SECONDS = 600
 #: broker while it restarted), judged when the step opens. Past it they are dropped and counted
 #: ``overflow``.
 MAX_EARLY_RESULTS = 10_000
+
+#: Assignments a node holds queued behind the running one. Enforced by the node's job book; one
+#: more is dropped and counted ``overflow`` (never run); the running job is unaffected.
+MAX_QUEUED_JOBS = 16
 
 #: Delivered results a node keeps in its outbox to answer a repeated assignment without running
 #: it again. Past it the oldest are deleted; a repeat of one of those runs the task again.

@@ -4,8 +4,11 @@
   published is not sent again; :meth:`BlobPublisher.clear` removes it from the broker.
 - :class:`BlobFetcher` (node): subscribes to the meta and to at most ``window`` chunk topics
   at a time, so the broker never queues more than that many chunks toward a small device.
-- :class:`UploadReceiver` (coordinator): reassembles chunks uploaded by nodes, bounded in size
-  and count per node, and hands over only verified blobs.
+- :class:`UploadReceiver` (coordinator): reassembles chunks uploaded by nodes, within budgets of
+  bytes held (per node and in total) and of open uploads per node, and hands over only verified
+  blobs.
+
+Receivers allocate for the bytes that arrived, never for the size a chunk or meta declares.
 """
 
 from __future__ import annotations
@@ -23,12 +26,21 @@ from ..protocol.chunking import (
     DEFAULT_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     Assembler,
+    AssemblerPool,
     BlobInfo,
     ChunkError,
     DigestMismatch,
+    OverBudget,
     split,
 )
-from ..protocol.limits import FETCH_WINDOW, MAX_BLOB_BYTES, MAX_OPEN_UPLOADS_PER_NODE, UPLOAD_STALL_SECONDS
+from ..protocol.limits import (
+    FETCH_WINDOW,
+    MAX_BLOB_BYTES,
+    MAX_NODE_UPLOAD_BYTES,
+    MAX_OPEN_UPLOADS_PER_NODE,
+    MAX_TOTAL_UPLOAD_BYTES,
+    UPLOAD_STALL_SECONDS,
+)
 from ..protocol.messages import BlobMeta, BlobRef, Chunk, ProtocolError
 from ..protocol.rejections import Rejections
 from .mqtt import MqttLink
@@ -236,7 +248,11 @@ class BlobFetcher:
 
 
 class UploadReceiver:
-    """Reassembles uploads from nodes; bounded per node so one node cannot exhaust memory.
+    """Reassembles uploads from nodes, within budgets, so no node can exhaust the coordinator's memory.
+
+    Memory follows what arrived (nothing is allocated at a declared size), bounded by an
+    :class:`AssemblerPool`: open uploads per node, bytes held per node, bytes held in total. A
+    chunk past a budget is refused (``oversized``) and its upload discarded; other nodes go on.
 
     Not thread-safe: one thread owns it (the coordinator's network thread, which receives the
     chunks and also sweeps); a call from another thread raises ``WrongThread``.
@@ -248,15 +264,20 @@ class UploadReceiver:
         *,
         max_size: int = MAX_BLOB_BYTES,
         max_per_node: int = MAX_OPEN_UPLOADS_PER_NODE,
+        max_bytes_per_node: int = MAX_NODE_UPLOAD_BYTES,
+        max_bytes_total: int = MAX_TOTAL_UPLOAD_BYTES,
         stale_after: float = UPLOAD_STALL_SECONDS,
         on_reject: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
-        self.max_size = max_size
-        self.max_per_node = max_per_node
         self.stale_after = stale_after
         self.on_reject = on_reject or Rejections(log)
-        self._open: dict[tuple[str, str], tuple[Assembler, float]] = {}
+        self.pool = AssemblerPool(
+            max_size=max_size,
+            max_open_per_sender=max_per_node,
+            max_bytes_per_sender=max_bytes_per_node,
+            max_bytes_total=max_bytes_total,
+        )
         self._owner = Owner("an UploadReceiver")
 
     def receive(self, node: str, sha: str, index: int, payload: bytes) -> str | None:
@@ -272,33 +293,20 @@ class UploadReceiver:
             return None
         if sha in self.store:
             return None  # already have it (a duplicate delivery)
-        key = (node, sha)
-        now = time.monotonic()
-        entry = self._open.get(key)
         try:
-            if entry is None:
-                if sum(1 for n, _ in self._open if n == node) >= self.max_per_node:
-                    self.on_reject("oversized", f"upload from {node}: too many open uploads")
-                    return None
-                entry = (Assembler(chunk.info, self.max_size), now)
-            assembler = entry[0]
-            self._open[key] = (assembler, now)
-            blob = assembler.add(chunk.info, chunk.index, chunk.data)
+            blob = self.pool.add(node, chunk.info, chunk.index, chunk.data, time.monotonic())
+        except OverBudget as exc:
+            self.on_reject("oversized", f"upload from {node}: {exc}")
+            return None
         except ChunkError as exc:
-            self._open.pop(key, None)
             self.on_reject("bad_chunk", f"upload from {node}: {exc}")
             return None
         if blob is None:
             return None
-        del self._open[key]
         self.store.put(blob, sha)
         return sha
 
     def sweep(self) -> int:
         """Drop uploads that stalled; return how many were dropped."""
         self._owner.check()
-        cutoff = time.monotonic() - self.stale_after
-        stale = [key for key, (_, seen) in self._open.items() if seen < cutoff]
-        for key in stale:
-            del self._open[key]
-        return len(stale)
+        return self.pool.expire(time.monotonic() - self.stale_after)

@@ -1,8 +1,9 @@
 """Blob messages: a retained meta per blob, and chunks that each describe their whole blob.
 
-Every chunk carries the blob's sha256, size and chunk size, so a receiver can preallocate on
-whichever chunk arrives first; the index is checked against the count here, the data's length
-by the assembler (:mod:`manta_mqtt.protocol.chunking`).
+Every chunk carries the blob's sha256, size and chunk size, so a receiver can check it against
+the blob on whichever chunk arrives first (it never allocates at the declared size); the index
+is checked against the count here, the data's length by the assembler
+(:mod:`manta_mqtt.protocol.chunking`).
 """
 
 from __future__ import annotations

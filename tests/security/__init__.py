@@ -1,0 +1,1 @@
+"""The "secure by default" checks: secrets, private files, bundles, remote text."""
