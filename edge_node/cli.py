@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 
 import click
 
 from manta_mqtt import __version__
+from manta_mqtt.protocol.text import printable_logging
+from manta_mqtt.transport.mqtt import BrokerAddress
 
 from .config import ConfigError, NodeConfig
 
@@ -23,16 +24,19 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="The node's TOML config.")
-@click.option("--broker", help="Override the config's broker URL.")
+@click.option("--broker", help="Override the config's broker URL (credentials stay in node.toml).")
 @click.option("--mqtt-version", type=click.Choice(["auto", "5", "3.1.1"]), help="Override broker.version.")
 @click.option("-v", "--verbose", count=True, help="-v for task output and details, -vv for debug.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
 def start(config_path: Path, broker: str | None, mqtt_version: str | None, verbose: int, quiet: bool) -> None:
     """Connect to the broker and run assigned tasks until stopped (SIGTERM or Ctrl-C)."""
-    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # every log line goes through printable(): they quote tasks' output and tracebacks (code
+    # that came from the network) and the topics of rejected messages
+    printable_logging(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)
     if verbose == 0:
         logging.getLogger("manta_mqtt.executor").setLevel(logging.WARNING)
+    if broker and _url_password(broker):
+        click.echo("warning: the password in --broker is visible in ps; use password_file in node.toml", err=True)
     try:
         config = NodeConfig.load(config_path)
         config.override(broker_url=broker, mqtt_version=mqtt_version)
@@ -50,6 +54,7 @@ def start(config_path: Path, broker: str | None, mqtt_version: str | None, verbo
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
 def check(config_path: Path) -> None:
     """Validate a config file and show what the node would announce."""
+    printable_logging(logging.WARNING)
     try:
         config = NodeConfig.load(config_path)
     except ConfigError as exc:
@@ -57,6 +62,13 @@ def check(config_path: Path) -> None:
     click.echo(f"node {config.node_id} -> {config.broker} (MQTT {config.mqtt_version})")
     for name, path in sorted(config.datasets.items()):
         click.echo(f"  dataset {name}: {path}")
+
+
+def _url_password(url: str) -> bool:
+    try:
+        return BrokerAddress.parse(url).password is not None
+    except ValueError:
+        return False  # NodeConfig.override reports it
 
 
 def main() -> None:

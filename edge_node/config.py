@@ -8,7 +8,7 @@ data_dir = "~/.manta-node"   # code/globals cache and task working dirs
 [broker]
 url = "mqtt://broker.local:1883"   # mqtts:// for TLS
 username = "pi-kitchen"            # optional; password or password_file
-password_file = "/etc/manta/password"
+password_file = "/etc/manta/password"  # chmod 600; a missing or unreadable file is an error
 version = "auto"                   # "5", "3.1.1" or "auto"
 tls_ca = "/etc/manta/ca.crt"       # optional CA for mqtts://
 chunk_size = 1048576               # optional: bytes per upload chunk, >= 1024 (default 1 MiB);
@@ -26,6 +26,7 @@ timeout = 3600                     # upper bound on any one task run, in seconds
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,12 +35,15 @@ from typing import Any
 
 from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MIN_CHUNK_SIZE
 from manta_mqtt.protocol.topics import TopicError, check_id
+from manta_mqtt.transport.credentials import PasswordFileError, read_password_file, shared_warning
 from manta_mqtt.transport.mqtt import VERSIONS, BrokerAddress
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+log = logging.getLogger("edge_node.config")
 
 
 class ConfigError(ValueError):
@@ -78,6 +82,12 @@ class NodeConfig:
             raise ConfigError(f"no config file at {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
+        mode = path.stat().st_mode
+        broker = data.get("broker")
+        if isinstance(broker, dict) and broker.get("password") and mode & 0o044:
+            log.warning("%s (or move it to a password_file)", shared_warning(path, mode))
         return cls.from_dict(data, path.parent)
 
     @classmethod
@@ -96,7 +106,10 @@ class NodeConfig:
             raise ConfigError(str(exc)) from exc
         password = broker.get("password")
         if broker.get("password_file"):
-            password = resolve(broker["password_file"]).read_text().strip()
+            try:
+                password = read_password_file(resolve(str(broker["password_file"])), log.warning)
+            except PasswordFileError as exc:
+                raise ConfigError(f"broker.password_file: {exc}") from exc
         try:
             address = BrokerAddress.parse(str(broker.get("url", "mqtt://127.0.0.1:1883")))
         except ValueError as exc:

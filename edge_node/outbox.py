@@ -6,6 +6,8 @@ lost. ``sent/`` keeps the last results delivered, so that an assignment seen aga
 coordinator asks once more) is answered from disk instead of being recomputed. Delivery is at
 least once; the coordinator is idempotent on (swarm, iteration, task, node).
 
+Results are the node's data: folders are 0700 and files 0600, whatever the umask.
+
 Not thread-safe: one thread (the agent's worker) owns an outbox, and every method checks it.
 """
 
@@ -16,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from manta_mqtt.blobstore import PRIVATE_FILE, private_dir
 from manta_mqtt.ownership import Owner
 from manta_mqtt.protocol import codec
 from manta_mqtt.protocol.limits import OUTBOX_KEEP_SENT
@@ -40,8 +43,8 @@ class Outbox:
         self.owner = Owner("outbox")
         self.pending_dir = root / "pending"
         self.sent_dir = root / "sent"
-        self.pending_dir.mkdir(parents=True, exist_ok=True)
-        self.sent_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.pending_dir)
+        private_dir(self.sent_dir)
         self.keep_sent = keep_sent
 
     def put(self, entry: Entry) -> None:
@@ -49,6 +52,7 @@ class Outbox:
         self.owner.check()
         data = codec.encode({"key": list(entry.key), "envelope": entry.envelope, "uploads": entry.uploads})
         fd, tmp = tempfile.mkstemp(dir=self.pending_dir, prefix=".tmp-")
+        os.fchmod(fd, PRIVATE_FILE)  # mkstemp asks for 0600, minus the umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

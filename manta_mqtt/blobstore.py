@@ -2,7 +2,9 @@
 
 The edge agent caches code and globals in one (so nothing is fetched twice), and the
 coordinator keeps every value of a run in one. Writes are atomic (temp file + rename), so a
-crash never leaves a half-written blob under its final name.
+crash never leaves a half-written blob under its final name. Blobs are private to the user
+running the store (folders 0700, files 0600): a run's results and a node's cached globals are
+its data, and a code bundle is read only by task processes of the same user.
 """
 
 from __future__ import annotations
@@ -14,11 +16,33 @@ from pathlib import Path
 from .protocol.chunking import DigestMismatch, sha256
 from .protocol.topics import TopicError, check_sha
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: str | Path) -> Path:
+    """Create ``path`` and its missing parents as 0700 whatever the umask; what exists is left as it is."""
+    path = Path(path)
+    missing: list[Path] = []
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:  # made meanwhile by another thread or process: theirs to set
+            continue
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode passes through the umask
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a directory")
+    return path
+
 
 class BlobStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()  # tasks run in other working directories
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
 
     def path(self, sha: str) -> Path:
         return self.root / sha[:2] / check_sha(sha)
@@ -40,10 +64,11 @@ class BlobStore:
         target = self.path(actual)
         if target.is_file():
             return actual
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            private_dir(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; blobs are not secrets of one user
+            os.fchmod(fd, PRIVATE_FILE)  # mkstemp asks for 0600, minus the umask
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, target)

@@ -4,26 +4,85 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from .. import __version__
+from ..protocol.text import printable, printable_logging
+from ..transport.credentials import VISIBLE_IN_PS, PasswordFileError, read_password_file
 from ..transport.mqtt import BrokerAddress
 
 VERSION_CHOICE = click.Choice(["auto", "5", "3.1.1"])
 VERSION_HELP = "MQTT version: auto tries 5, then 3.1.1 (use 3.1.1 with the embedded broker)."
-BROKER_HELP = "Broker URL (mqtt:// or mqtts://, user:password@ allowed)."
+BROKER_HELP = "Broker URL (mqtt:// or mqtts://; a user:password@ in it is visible in ps)."
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # printable(): log lines quote what nodes sent (their errors, the topics of rejected messages)
+    printable_logging(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def broker_options(command: F) -> F:
+    """The options of every command that connects: where the broker is and who we are to it."""
+    for option in reversed(
+        [
+            click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP),
+            click.option("--username", envvar="MANTA_MQTT_USERNAME", help="Broker user (or MANTA_MQTT_USERNAME)."),
+            click.option(
+                "--password-file",
+                type=click.Path(path_type=Path),
+                help="File holding the broker password (or MANTA_MQTT_PASSWORD_FILE; or set MANTA_MQTT_PASSWORD).",
+            ),
+            click.option("--password", help="Deprecated: visible in ps; use --password-file or MANTA_MQTT_PASSWORD."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def broker_address(
+    url: str,
+    username: str | None,
+    password_file: Path | None,
+    password: str | None,
+    environ: Mapping[str, str] = os.environ,
+) -> BrokerAddress:
+    """The broker and our credentials; the first password found wins: --password-file, --password,
+    MANTA_MQTT_PASSWORD_FILE, MANTA_MQTT_PASSWORD, the URL's. Bad input exits with code 2."""
+    try:
+        address = BrokerAddress.parse(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--broker'") from exc
+    if address.password is not None:
+        _warn(f"the password in --broker is {VISIBLE_IN_PS}")
+    if password is not None:
+        _warn(f"--password is {VISIBLE_IN_PS}")
+        if password_file is not None:
+            raise click.UsageError("give --password-file or --password, not both")
+    file_hint = "'--password-file'"
+    if password_file is None and password is None and environ.get("MANTA_MQTT_PASSWORD_FILE"):
+        password_file, file_hint = Path(environ["MANTA_MQTT_PASSWORD_FILE"]), "MANTA_MQTT_PASSWORD_FILE"
+    if password_file is not None:
+        try:
+            password = read_password_file(password_file, _warn)
+        except PasswordFileError as exc:
+            raise click.BadParameter(str(exc), param_hint=file_hint) from exc
+    elif password is None:
+        password = environ.get("MANTA_MQTT_PASSWORD") or None
+    return address.with_credentials(username, password)
 
 
 @click.group()
@@ -34,9 +93,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("swarm_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP)
-@click.option("--username", envvar="MANTA_MQTT_USERNAME", help="Broker user (or MANTA_MQTT_USERNAME).")
-@click.option("--password", envvar="MANTA_MQTT_PASSWORD", help="Broker password (or MANTA_MQTT_PASSWORD).")
+@broker_options
 @click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
 @click.option("--swarm", "class_name", help="Swarm class to run when the file defines several.")
 @click.option("--min-nodes", default=1, show_default=True, help="Eligible nodes to wait for before starting.")
@@ -68,6 +125,7 @@ def run(
     swarm_file: Path,
     broker: str,
     username: str | None,
+    password_file: Path | None,
     password: str | None,
     mqtt_version: str,
     class_name: str | None,
@@ -87,6 +145,7 @@ def run(
     from ..swarm import load_swarm
 
     _logging(verbose)
+    address = broker_address(broker, username, password_file, password)
     swarm = load_swarm(swarm_file, class_name)
     options = CoordinatorOptions(
         runs_dir=runs_dir,
@@ -99,7 +158,6 @@ def run(
         reconnect_grace=reconnect_grace,
         resume=resume,
     )
-    address = BrokerAddress.parse(broker).with_credentials(username, password)
     summary = Coordinator(swarm, address, options).run()
     result = {
         "swarm_id": summary.swarm_id,
@@ -182,8 +240,11 @@ def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: s
         summary = store.summary()
         final = summary["final"]
         swarm = summary["swarm"]
-        click.echo(f"swarm {swarm.get('id')} ({swarm.get('name')}): {final.get('state')} — {final.get('reason')}")
-        click.echo(f"iterations: {summary['iterations']}  result tags: {', '.join(summary['tags'])}")
+        # the reason and the tags may quote what nodes sent
+        click.echo(
+            printable(f"swarm {swarm.get('id')} ({swarm.get('name')}): {final.get('state')} — {final.get('reason')}")
+        )
+        click.echo(printable(f"iterations: {summary['iterations']}  result tags: {', '.join(summary['tags'])}"))
         for row in store.runs():
             mark = "ok" if row["ok"] else "FAILED"
             where = f"{row['task']:<12} {row['node']:<14}"
@@ -192,46 +253,71 @@ def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: s
 
 
 @cli.command()
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP)
+@broker_options
 @click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def nodes(broker: str, mqtt_version: str, as_json: bool) -> None:
+def nodes(
+    broker: str,
+    username: str | None,
+    password_file: Path | None,
+    password: str | None,
+    mqtt_version: str,
+    as_json: bool,
+) -> None:
     """List the nodes the broker knows, from their retained status."""
     from ..tools.watch import node_table
 
-    rows = node_table(BrokerAddress.parse(broker), version=mqtt_version)
+    try:
+        rows = node_table(broker_address(broker, username, password_file, password), version=mqtt_version)
+    except ConnectionError as exc:  # refused (a wrong password, say) or unreachable
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         _print_json(rows)
         return
-    for row in rows:
+    for row in rows:  # a status is anyone's to publish: its text is shown escaped
         running = f"  running {row['running']}" if row["running"] else ""
-        click.echo(f"{row['node']:<20} {row['state']:<8} datasets: {', '.join(row['datasets'])}{running}")
+        line = f"{row['node']:<20} {row['state']:<8} datasets: {', '.join(row['datasets'])}{running}"
+        click.echo(printable(line, one_line=True))
     if not rows:
         click.echo("no nodes have announced themselves")
 
 
 @cli.command()
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP)
+@broker_options
 @click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
 @click.option("--topic", default="manta/v1/#", show_default=True, help="MQTT topic filter to subscribe to.")
 @click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
-def watch(broker: str, mqtt_version: str, topic: str, seconds: float | None) -> None:
+def watch(
+    broker: str,
+    username: str | None,
+    password_file: Path | None,
+    password: str | None,
+    mqtt_version: str,
+    topic: str,
+    seconds: float | None,
+) -> None:
     """Print every protocol message, decoded to one line (binary payloads summarised)."""
     from ..tools.watch import watch as do_watch
 
+    address = broker_address(broker, username, password_file, password)
     stop = threading.Event()
+    timer = threading.Timer(seconds or 0, stop.set)
     if seconds:
-        threading.Timer(seconds, stop.set).start()
+        timer.start()
     try:
         do_watch(
-            BrokerAddress.parse(broker),
+            address,
             version=mqtt_version,
             topic_filter=topic,
-            emit=lambda line: click.echo(f"{time.strftime('%H:%M:%S')} {line}"),
+            emit=lambda line: click.echo(f"{time.strftime('%H:%M:%S')} {printable(line, one_line=True)}"),
             stop=stop,
         )
     except KeyboardInterrupt:
-        stop.set()
+        pass
+    except ConnectionError as exc:  # refused (a wrong password, say) or unreachable
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        timer.cancel()
 
 
 def main() -> None:

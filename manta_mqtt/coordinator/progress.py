@@ -1,5 +1,8 @@
 """What the person running a swarm sees: one line per step and iteration, and a live bar while
 nodes work (when the output is a terminal). Built on rich.
+
+Every text shown here may quote a node (its error text, its metric names), so it goes through
+``printable()`` first: an ESC sequence from a hostile node must not rewrite the operator's terminal.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from typing import Protocol
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..protocol.text import printable
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -31,10 +36,10 @@ class ConsoleProgress:
         self._bar_task: int | None = None
 
     def info(self, message: str) -> None:
-        self.console.print(message, markup=False, soft_wrap=True)
+        self.console.print(printable(message), markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, soft_wrap=True)
+        self.console.print(f"[yellow]warning:[/yellow] {escape(printable(message))}", markup=True, soft_wrap=True)
 
     def step_started(self, iteration: int, task: str, nodes: list[str]) -> None:
         if not self.console.is_terminal:
@@ -63,8 +68,9 @@ class ConsoleProgress:
         self._close_bar()
         where = f"{ok}/{total} nodes" if total else "coordinator"
         line = f"iteration {iteration:>3}  {task:<12} {where:<12} {format_metrics(metrics)}"
-        self.console.print(line.rstrip(), markup=False, soft_wrap=True)
+        self.console.print(printable(line.rstrip()), markup=False, soft_wrap=True)
 
     def finished(self, state: str, reason: str, iterations: int) -> None:
         self._close_bar()
-        self.console.print(f"swarm {state} after {iterations} iteration(s): {reason}", markup=False, soft_wrap=True)
+        text = printable(f"swarm {state} after {iterations} iteration(s): {reason}")
+        self.console.print(text, markup=False, soft_wrap=True)

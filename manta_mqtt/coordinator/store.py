@@ -4,18 +4,20 @@
 which result (iteration, task, node, tag), which global version each iteration ended with, and
 how every task run went. Open a finished run with :meth:`RunStore.open` and read it with
 :meth:`RunStore.results`, :meth:`RunStore.global_value` and :meth:`RunStore.summary`.
+A run is private to the user who ran it (folders 0700, files 0600): it holds every node's results.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ..blobstore import BlobStore
+from ..blobstore import PRIVATE_DIR, PRIVATE_FILE, BlobStore, private_dir
 from ..protocol import codec
 
 SCHEMA = """
@@ -42,15 +44,18 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.blobs = BlobStore(root / "blobs")
-        self._db = sqlite3.connect(root / "index.sqlite", check_same_thread=False, isolation_level=None)
+        index = root / "index.sqlite"
+        _create_private(index)  # SQLite gives its -wal and -shm files the mode of the database
+        self._db = sqlite3.connect(index, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
     @classmethod
     def create(cls, runs_dir: str | Path, swarm_id: str, description: dict[str, Any]) -> RunStore:
-        root = Path(runs_dir) / swarm_id
-        root.mkdir(parents=True, exist_ok=False)
+        root = private_dir(runs_dir) / swarm_id
+        root.mkdir(mode=PRIVATE_DIR)  # FileExistsError if taken: one run per folder
+        os.chmod(root, PRIVATE_DIR)  # whatever the umask
         store = cls(root)
         store.set_meta("swarm", description)
         return store
@@ -190,3 +195,15 @@ class RunStore:
             "tags": self.tags(),
             "failed_runs": sum(1 for r in self.runs() if not r["ok"]),
         }
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty ``path`` as 0600 (whatever the umask) unless it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ..blobstore import private_dir
 from .channel import Channel
 from .client import CHANNEL_ENV
 from .host import TaskHost, serve
@@ -78,7 +79,7 @@ def run_task(
     env = dict(os.environ)
     env[CHANNEL_ENV] = str(child_sock.fileno())
     env.setdefault("PYTHONUNBUFFERED", "1")
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)  # the task's files are the node's or coordinator's, nobody else's
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "manta_mqtt.runtime.child", str(bundle), entry],

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import io
+import logging
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from ..protocol.chunking import sha256
 
 _base_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("module_base_dir", default=None)
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+log = logging.getLogger("manta_mqtt.swarm")
 
 
 @contextlib.contextmanager
@@ -53,19 +56,58 @@ class Module:
         self.datasets = list(self.datasets or [])
 
     def bundle(self) -> bytes:
-        """A deterministic zip of the code (same files, same bytes, same sha256)."""
+        """A deterministic zip of the code (same files, same bytes, same sha256).
+
+        The bundle is published to every node, so it holds only the module's own regular files:
+        no dotfiles or dot-folders (``.git``, ``.env``, ``.venv``), no compiled Python, and no
+        symlink, which could point anywhere on this machine.
+        """
         buffer = io.BytesIO()
+        files, skipped = self.files()
+        if skipped:
+            log.info("module %s: left out of its bundle: %s", self.name, ", ".join(skipped))
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            files = [self.path] if self.path.is_file() else sorted(self.path.rglob("*"))
-            root = self.path.parent
             for file in files:
-                relative = file.relative_to(root)
-                if not file.is_file() or "__pycache__" in relative.parts or file.suffix in (".pyc", ".pyo"):
-                    continue
-                info = zipfile.ZipInfo(relative.as_posix(), _FIXED_TIME)
+                info = zipfile.ZipInfo(file.relative_to(self.path.parent).as_posix(), _FIXED_TIME)
                 info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, file.read_bytes())
+                archive.writestr(info, _read_no_follow(file))
         return buffer.getvalue()
+
+    def files(self) -> tuple[list[Path], list[str]]:
+        """The files :meth:`bundle` packs, sorted, and what it leaves out (dotfiles and symlinks)."""
+        if self.path.is_file():
+            return [self.path], []
+        files: list[Path] = []
+        skipped: list[str] = []
+        for folder, dirs, names in os.walk(self.path):  # never descends into a symlinked folder
+            here = Path(folder)
+            for name in list(dirs):
+                if name == "__pycache__" or name.startswith(".") or (here / name).is_symlink():
+                    dirs.remove(name)
+                    if name != "__pycache__":
+                        skipped.append(_shown(here / name, self.path, folder=True))
+            for name in names:
+                file = here / name
+                if name.endswith((".pyc", ".pyo")):
+                    continue
+                if name.startswith(".") or file.is_symlink():
+                    skipped.append(_shown(file, self.path))
+                elif file.is_file():  # not a socket or a FIFO
+                    files.append(file)
+        return sorted(files), sorted(skipped)
 
     def sha(self) -> str:
         return sha256(self.bundle())
+
+
+def _shown(path: Path, root: Path, *, folder: bool = False) -> str:
+    """How a skipped path is named in the log: relative to the module folder, symlinks marked."""
+    relative = path.relative_to(root).as_posix() + ("/" if folder else "")
+    return f"{relative} (symlink)" if path.is_symlink() else relative
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """The file's bytes; a file swapped for a symlink since it was listed is refused, not followed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()

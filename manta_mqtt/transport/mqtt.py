@@ -17,9 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -27,50 +25,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..protocol.limits import PUBLISH_WINDOW
+from .address import BrokerAddress, Will
+
+__all__ = ["VERSIONS", "BrokerAddress", "MqttLink", "Will"]
 
 Handler = Callable[[str, bytes, bool], None]  # topic, payload, retained
 
 log = logging.getLogger("manta_mqtt.transport")
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is: ``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS)."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        if "://" not in url:
-            url = "mqtt://" + url
-        parsed = urlparse(url)
-        if parsed.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError(f"unsupported broker URL scheme {parsed.scheme!r}")
-        tls = parsed.scheme in ("mqtts", "ssl")
-        return cls(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or (8883 if tls else 1883),
-            username=unquote(parsed.username) if parsed.username else None,
-            password=unquote(parsed.password) if parsed.password else None,
-            tls=tls,
-        )
-
-    def with_credentials(self, username: str | None, password: str | None) -> BrokerAddress:
-        return BrokerAddress(self.host, self.port, username or self.username, password or self.password, self.tls)
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    retain: bool = True
 
 
 VERSIONS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
