@@ -71,7 +71,7 @@ class EdgeAgent:
         )
         self.fetcher = BlobFetcher(self.link, self.cache, on_reject=self.reject)
         self.intake = Intake(self.node_id, self.reject, self.inbox)  # the network thread's handlers
-        self.worker = Worker(config, self.link, self.cache, self.fetcher, self.inbox)
+        self.worker = Worker(config, self.link, self.cache, self.fetcher, self.inbox, self.reject)
         self.link.route(topics.my_assignments(self.node_id), self.intake.on_assignment)
         self.link.route(topics.all_swarm_states(), self.intake.on_swarm_state)
         self.link.on_connect(self.intake.on_connect)
@@ -99,6 +99,8 @@ class EdgeAgent:
         if not self.connect(stop):
             return
         log.info("node %s ready (datasets: %s)", self.node_id, ", ".join(sorted(self.config.datasets)) or "none")
+        trust = self.config.trust
+        log.log(logging.INFO if trust.keys and not trust.allow_unsigned else logging.WARNING, "%s", trust.describe())
         self.worker.start()
         try:
             while not stop.is_set():

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from manta_mqtt import __version__
+from manta_mqtt.protocol.signing import Trust, parse_public
 from manta_mqtt.protocol.text import printable_logging
 from manta_mqtt.transport.mqtt import BrokerAddress
 
@@ -26,9 +27,23 @@ def cli() -> None:
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="The node's TOML config.")
 @click.option("--broker", help="Override the config's broker URL (credentials stay in node.toml).")
 @click.option("--mqtt-version", type=click.Choice(["auto", "5", "3.1.1"]), help="Override broker.version.")
+@click.option(
+    "--trust-key",
+    "trust_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run only assignments signed by this public key (a .pub file); replaces the config's [trust].",
+)
 @click.option("-v", "--verbose", count=True, help="-v for task output and details, -vv for debug.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
-def start(config_path: Path, broker: str | None, mqtt_version: str | None, verbose: int, quiet: bool) -> None:
+def start(
+    config_path: Path,
+    broker: str | None,
+    mqtt_version: str | None,
+    trust_keys: tuple[Path, ...],
+    verbose: int,
+    quiet: bool,
+) -> None:
     """Connect to the broker and run assigned tasks until stopped (SIGTERM or Ctrl-C)."""
     # every log line goes through printable(): they quote tasks' output and tracebacks (code
     # that came from the network) and the topics of rejected messages
@@ -40,7 +55,9 @@ def start(config_path: Path, broker: str | None, mqtt_version: str | None, verbo
     try:
         config = NodeConfig.load(config_path)
         config.override(broker_url=broker, mqtt_version=mqtt_version)
-    except ConfigError as exc:
+        if trust_keys:
+            config.trust = Trust([parse_public(path.read_text()) for path in trust_keys])
+    except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     from .agent import EdgeAgent
 
@@ -62,6 +79,7 @@ def check(config_path: Path) -> None:
     click.echo(f"node {config.node_id} -> {config.broker} (MQTT {config.mqtt_version})")
     for name, path in sorted(config.datasets.items()):
         click.echo(f"  dataset {name}: {path}")
+    click.echo(f"  {config.trust.describe()}")
 
 
 def _url_password(url: str) -> bool:

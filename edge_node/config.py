@@ -21,6 +21,11 @@ inline_limit = 262144              # optional: bytes, >= 0 (default 256 KiB); a 
 
 [tasks]
 timeout = 3600                     # upper bound on any one task run, in seconds
+
+[trust]                            # whose assignments this node runs (manta-mqtt keygen prints the line)
+keys = ["ed25519:..."]             # swarm owners' public keys; or key_files = ["/etc/manta/owner.pub"]
+allow_unsigned = false             # true only for a local test: then whoever can publish on the
+                                   #   broker can run code here
 ```
 """
 
@@ -28,12 +33,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MIN_CHUNK_SIZE
+from manta_mqtt.protocol.signing import Trust, parse_public
 from manta_mqtt.protocol.topics import TopicError, check_id
 from manta_mqtt.transport.credentials import PasswordFileError, read_password_file, shared_warning
 from manta_mqtt.transport.mqtt import VERSIONS, BrokerAddress
@@ -61,6 +67,7 @@ class NodeConfig:
     task_timeout: float = 3600.0
     chunk_size: int = DEFAULT_CHUNK_SIZE
     inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES
+    trust: Trust = field(default_factory=lambda: Trust([]))  # by default: runs nothing
 
     def override(self, *, broker_url: str | None = None, mqtt_version: str | None = None) -> None:
         """Apply command-line overrides (credentials from the config are kept)."""
@@ -131,7 +138,31 @@ class NodeConfig:
             task_timeout=float(tasks.get("timeout", 3600)),
             chunk_size=_int(broker, "chunk_size", DEFAULT_CHUNK_SIZE, minimum=MIN_CHUNK_SIZE),
             inline_limit=_int(broker, "inline_limit", DEFAULT_INLINE_LIMIT_BYTES, minimum=0),
+            trust=_trust(data.get("trust", {}), resolve),
         )
+
+
+def _trust(table: Mapping[str, Any], resolve: Callable[[str], Path]) -> Trust:
+    """The ``[trust]`` table: public keys inline or in files, and the local-test opt-out."""
+    texts: list[tuple[str, str]] = []
+    for i, text in enumerate(table.get("keys", [])):
+        texts.append((f"trust.keys[{i}]", str(text)))
+    for name in table.get("key_files", []):
+        path = resolve(str(name))
+        try:
+            texts.append((f"trust.key_files: {path}", path.read_text()))
+        except OSError as exc:
+            raise ConfigError(f"trust.key_files: cannot read {path}: {exc.strerror or exc}") from exc
+    keys = []
+    for where, text in texts:
+        try:
+            keys.append(parse_public(text))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    allow = table.get("allow_unsigned", False)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"trust.allow_unsigned must be true or false, not {allow!r}")
+    return Trust(keys, allow_unsigned=allow)
 
 
 def _int(table: Mapping[str, Any], key: str, default: int, *, minimum: int) -> int:

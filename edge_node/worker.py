@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Literal
 
 from manta_mqtt.blobstore import BlobStore
@@ -18,6 +19,8 @@ from manta_mqtt.ownership import Owner
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.limits import BLOB_FETCH_TIMEOUT_SECONDS
 from manta_mqtt.protocol.messages import Assignment, BlobRef, ResultEnvelope, Value
+from manta_mqtt.protocol.rejections import Rejections
+from manta_mqtt.protocol.signing import Untrusted
 from manta_mqtt.runtime.executor import TaskOutcome, run_task
 from manta_mqtt.transport.blobs import BlobFetcher, upload
 from manta_mqtt.transport.mqtt import MqttLink
@@ -34,9 +37,16 @@ Item = Job | Literal["deliver", "wake"]
 
 class Worker:
     def __init__(
-        self, config: NodeConfig, link: MqttLink, cache: BlobStore, fetcher: BlobFetcher, inbox: queue.Queue[Event]
+        self,
+        config: NodeConfig,
+        link: MqttLink,
+        cache: BlobStore,
+        fetcher: BlobFetcher,
+        inbox: queue.Queue[Event],
+        reject: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
+        self.reject = reject if reject is not None else Rejections(log)  # thread-safe
         self.node_id = config.node_id
         self.link = link  # thread-safe
         self.cache = cache  # content-addressed files, written atomically: shared with the fetcher
@@ -116,8 +126,14 @@ class Worker:
 
     def _execute(self, job: Job) -> None:
         a = job.assignment
-        log.info("running %s iteration %d of swarm %s", a.task, a.iteration, a.swarm)
         host = EdgeHost(self.node_id, a, self.cache, {k: str(v) for k, v in self.config.datasets.items()})
+        try:  # before fetching anything: only code the swarm's owner signed for this node runs here
+            self.config.trust.check(self.node_id, a)
+        except Untrusted as exc:
+            self.reject("untrusted", f"{a.task}@{a.iteration} of swarm {a.swarm}: {exc}")
+            self._publish_result(a, host, TaskOutcome(False, str(exc)))  # the coordinator shows why
+            return
+        log.info("running %s iteration %d of swarm %s", a.task, a.iteration, a.swarm)
         missing = self.fetcher.fetch(
             a.swarm, [a.code.sha, *a.global_refs.values()], timeout=min(a.timeout, BLOB_FETCH_TIMEOUT_SECONDS)
         )

@@ -10,17 +10,29 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from manta_mqtt.protocol.signing import OwnerKey
 from manta_mqtt.tools.mosquitto import MosquittoProcess, find_mosquitto
 from manta_mqtt.tools.processes import stop_process
 from manta_mqtt.transport.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _owner_key() -> tuple[Path, str]:
+    """The tests' swarm owner: coordinators sign with SIGNING_KEY, test nodes trust TRUSTED_KEY."""
+    folder = Path(tempfile.mkdtemp(prefix="manta-test-owner-"))
+    public = OwnerKey.generate().save(folder / "owner.key")
+    return folder / "owner.key", public.read_text().strip()
+
+
+SIGNING_KEY, TRUSTED_KEY = _owner_key()
 
 
 @dataclass
@@ -79,7 +91,9 @@ class NodeProcess:
         broker: BrokerUnderTest,
         datasets: dict[str, Path],
         password: str | None = None,
+        trust: str = "",
     ) -> None:
+        """``trust``: the [trust] table's lines; default: the test owner's key (SIGNING_KEY)."""
         self.node_id = node_id
         home = tmp / node_id
         home.mkdir(parents=True, exist_ok=True)
@@ -93,6 +107,8 @@ class NodeProcess:
             *([f'username = "{node_id}"', f'password = "{password}"'] if password else []),
             "[datasets]",
             *(f'"{name}" = "{path}"' for name, path in datasets.items()),
+            "[trust]",
+            trust or f'keys = ["{TRUSTED_KEY}"]',
         ]
         self.config = home / "node.toml"
         self.config.write_text("\n".join(lines) + "\n")

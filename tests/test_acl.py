@@ -22,7 +22,7 @@ from manta_mqtt.swarm import load_swarm
 from manta_mqtt.tools.mosquitto import MosquittoProcess
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
-from .conftest import ROOT, BrokerUnderTest, NodeProcess, mosquitto_binary
+from .conftest import ROOT, SIGNING_KEY, BrokerUnderTest, NodeProcess, mosquitto_binary
 from .test_e2e_swarm import COUNTER, check_counter_results
 
 USERS = {"coordinator": "c-secret", "n1": "n1-secret", "n2": "n2-secret"}
@@ -67,7 +67,9 @@ def test_acl_confines_each_node_to_its_own_topics(secured: MosquittoProcess, tmp
     evil.subscribe(topics.my_assignments("n2"))
     try:
         swarm = load_swarm(COUNTER)
-        options = CoordinatorOptions(runs_dir=tmp_path / "runs", min_nodes=2, wait_nodes=30, mqtt_version="5")
+        options = CoordinatorOptions(
+            runs_dir=tmp_path / "runs", min_nodes=2, wait_nodes=30, mqtt_version="5", signing_key=SIGNING_KEY
+        )
         coordinator = Coordinator(swarm, BrokerAddress.parse(url(secured, "coordinator")), options, ConsoleProgress())
         forged = ResultEnvelope(coordinator.swarm_id, 0, "worker", "n2", 0, "ok", {"val": b"\x01"})
         offline = NodeStatus("n2", "offline", ["numbers.npy"])

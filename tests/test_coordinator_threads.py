@@ -23,7 +23,7 @@ from manta_mqtt.protocol.chunking import BlobInfo, sha256
 from manta_mqtt.protocol.messages import Chunk
 from manta_mqtt.transport.mqtt import MqttLink
 
-from .conftest import BrokerUnderTest
+from .conftest import SIGNING_KEY, BrokerUnderTest
 from .test_e2e_swarm import COUNTER, check_counter_results, numbers
 
 
@@ -61,7 +61,9 @@ def test_uploads_flooding_in_while_the_main_loop_runs(
     start_nodes(mosquitto, ids, {"numbers.npy": numbers(tmp_path)})
     swarm = load_swarm(COUNTER)
     swarm.globals["delay"] = 3.0  # steps stay open while the main loop ticks and uploads pour in
-    options = CoordinatorOptions(runs_dir=tmp_path / "runs", min_nodes=2, wait_nodes=30, mqtt_version=mosquitto.version)
+    options = CoordinatorOptions(
+        runs_dir=tmp_path / "runs", min_nodes=2, wait_nodes=30, mqtt_version=mosquitto.version, signing_key=SIGNING_KEY
+    )
     coordinator = Coordinator(swarm, BrokerAddress.parse(mosquitto.url), options, ConsoleProgress())
     stop = threading.Event()
     sent: list[int] = []

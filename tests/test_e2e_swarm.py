@@ -20,7 +20,7 @@ from manta_mqtt.swarm import load_swarm
 from manta_mqtt.tools.watch import node_table
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
-from .conftest import ROOT, BrokerUnderTest, torch_available
+from .conftest import ROOT, SIGNING_KEY, BrokerUnderTest, torch_available
 
 COUNTER = Path(__file__).parent / "swarms" / "counter" / "swarm.py"
 
@@ -29,7 +29,12 @@ def run_swarm(swarm_file: Path, broker: BrokerUnderTest, runs: Path, min_nodes: 
     swarm = load_swarm(swarm_file)
     swarm.globals.update(globals_)
     options = CoordinatorOptions(
-        runs_dir=runs, min_nodes=min_nodes, wait_nodes=30, mqtt_version=broker.version, chunk_size=1 << 20
+        runs_dir=runs,
+        min_nodes=min_nodes,
+        wait_nodes=30,
+        mqtt_version=broker.version,
+        chunk_size=1 << 20,
+        signing_key=SIGNING_KEY,
     )
     return Coordinator(swarm, BrokerAddress.parse(broker.url), options, ConsoleProgress()).run()
 
@@ -167,7 +172,9 @@ def test_garbage_on_every_topic_does_not_stop_a_running_swarm(
     start_nodes(broker, ids, {"numbers.npy": numbers(tmp_path)})
     swarm = load_swarm(COUNTER)
     swarm.globals["delay"] = 0.5
-    options = CoordinatorOptions(runs_dir=tmp_path / "runs", min_nodes=2, wait_nodes=30, mqtt_version=broker.version)
+    options = CoordinatorOptions(
+        runs_dir=tmp_path / "runs", min_nodes=2, wait_nodes=30, mqtt_version=broker.version, signing_key=SIGNING_KEY
+    )
     coordinator = Coordinator(swarm, BrokerAddress.parse(broker.url), options, ConsoleProgress())
     stop = threading.Event()
     sent: list[int] = []

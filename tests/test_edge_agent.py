@@ -18,6 +18,7 @@ from edge_node.config import NodeConfig
 from edge_node.events import AssignmentArrived, Connected, Job, JobFinished, JobStarted, SwarmEnded, WorkerCrashed
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.messages import Assignment, CodeRef, NodeStatus, ResultEnvelope, SwarmState
+from manta_mqtt.protocol.signing import Trust
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
 from .conftest import BrokerUnderTest
@@ -148,7 +149,7 @@ def test_the_agent_over_a_broker(amqtt_broker: BrokerUnderTest, tmp_path: Path) 
     """Busy while running, duplicates counted, a repeat answered from the outbox, a finished
     swarm's work refused, and a clean stop: offline status, no thread left behind."""
     address = BrokerAddress.parse(amqtt_broker.url)
-    config = NodeConfig("n1", address, tmp_path, mqtt_version="3.1.1")
+    config = NodeConfig("n1", address, tmp_path, mqtt_version="3.1.1", trust=Trust([], allow_unsigned=True))
     agent, stop = EdgeAgent(config), threading.Event()
     statuses: list[NodeStatus] = []
     envelopes: list[ResultEnvelope] = []

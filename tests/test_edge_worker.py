@@ -18,6 +18,7 @@ from edge_node.worker import Worker
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.ownership import WrongThread
 from manta_mqtt.protocol.messages import Assignment, CodeRef, ResultEnvelope
+from manta_mqtt.protocol.signing import Trust
 from manta_mqtt.transport.mqtt import BrokerAddress
 
 SHA = "ab" * 32
@@ -60,7 +61,7 @@ def assignment(iteration: int = 0) -> Assignment:
 
 
 def make(tmp_path: Path, link: FakeLink, fetcher: FakeFetcher) -> tuple[Worker, queue.Queue[Event]]:
-    config = NodeConfig("n1", BrokerAddress.parse("mqtt://127.0.0.1:9"), tmp_path)
+    config = NodeConfig("n1", BrokerAddress.parse("mqtt://127.0.0.1:9"), tmp_path, trust=Trust([], allow_unsigned=True))
     inbox: queue.Queue[Event] = queue.Queue()
     worker = Worker(config, link, BlobStore(tmp_path / "cache"), fetcher, inbox)  # type: ignore[arg-type]
     return worker, inbox

@@ -4,6 +4,7 @@ and fetched chunk by chunk (also by a late joiner), uploads, and the broker's pa
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.protocol import topics
+from manta_mqtt.protocol.rejections import Rejections
 from manta_mqtt.tools.mosquitto import MosquittoProcess
 from manta_mqtt.transport.blobs import BlobFetcher, BlobPublisher, UploadReceiver, chunk_size_for, upload
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
@@ -166,3 +168,12 @@ def test_chunks_shrink_below_the_brokers_packet_limit(tmp_path: Path) -> None:
         coordinator.stop()
     finally:
         server.stop()
+
+
+def test_receivers_count_into_the_counter_they_are_given(tmp_path: Path) -> None:
+    """Regression: an empty counter was falsy, so ``on_reject or Rejections(log)`` replaced it
+    and upload rejections never reached the coordinator's (or a node's) counts."""
+    counter = Rejections(logging.getLogger("test"))
+    receiver = UploadReceiver(BlobStore(tmp_path / "blobs"), on_reject=counter)
+    receiver.receive("n1", "ab" * 32, 0, b"garbage")
+    assert counter.as_dict() == {"malformed": 1}

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from manta_mqtt import BrokerAddress, Coordinator, CoordinatorOptions, RunStore, load_swarm
+from manta_mqtt.protocol.signing import OwnerKey
 from manta_mqtt.tools.processes import stop_process
 from manta_mqtt.transport.broker import EmbeddedBroker
 
@@ -45,8 +46,10 @@ def main() -> int:
 
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
+    owner = OwnerKey.generate()
+    trusted = owner.save(STATE / "owner.key")  # the coordinator signs with it, the nodes trust it
     broker = EmbeddedBroker("127.0.0.1", args.broker_port).start()
-    print(f"embedded broker on {broker.url}")
+    print(f"embedded broker on {broker.url}; assignments signed with key {owner.id}")
     nodes = []
     try:
         for i in range(1, args.nodes + 1):
@@ -65,6 +68,8 @@ def main() -> int:
                         broker.url,
                         "--mqtt-version",
                         "3.1.1",
+                        "--trust-key",
+                        str(trusted),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -72,7 +77,13 @@ def main() -> int:
                 )
             )
         print(f"started {args.nodes} edge nodes (logs in {STATE})")
-        options = CoordinatorOptions(runs_dir=STATE / "runs", min_nodes=args.nodes, wait_nodes=60, mqtt_version="3.1.1")
+        options = CoordinatorOptions(
+            runs_dir=STATE / "runs",
+            min_nodes=args.nodes,
+            wait_nodes=60,
+            mqtt_version="3.1.1",
+            signing_key=STATE / "owner.key",
+        )
         started = time.monotonic()
         summary = Coordinator(load_swarm(HERE / "swarm.py"), BrokerAddress.parse(broker.url), options).run()
         elapsed = time.monotonic() - started

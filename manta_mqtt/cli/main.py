@@ -19,6 +19,7 @@ from .. import __version__
 from ..protocol.text import printable, printable_logging
 from ..transport.credentials import VISIBLE_IN_PS, PasswordFileError, read_password_file
 from ..transport.mqtt import BrokerAddress
+from .keys import keygen
 
 VERSION_CHOICE = click.Choice(["auto", "5", "3.1.1"])
 VERSION_HELP = "MQTT version: auto tries 5, then 3.1.1 (use 3.1.1 with the embedded broker)."
@@ -116,6 +117,12 @@ def cli() -> None:
 )
 @click.option("--summary-json", type=click.Path(path_type=Path), help="Write the run's summary here.")
 @click.option(
+    "--signing-key",
+    envvar="MANTA_MQTT_SIGNING_KEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The swarm owner's key (manta-mqtt keygen), to sign assignments (or MANTA_MQTT_SIGNING_KEY).",
+)
+@click.option(
     "--resume",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue this run (manta_runs/<swarm id>) from its last completed step.",
@@ -137,6 +144,7 @@ def run(
     max_iterations: int,
     reconnect_grace: float,
     summary_json: Path | None,
+    signing_key: Path | None,
     resume: Path | None,
     verbose: int,
 ) -> None:
@@ -157,8 +165,13 @@ def run(
         max_iterations=max_iterations,
         reconnect_grace=reconnect_grace,
         resume=resume,
+        signing_key=signing_key,
     )
-    summary = Coordinator(swarm, address, options).run()
+    try:
+        coordinator = Coordinator(swarm, address, options)
+    except ValueError as exc:  # e.g. a signing key that cannot be read
+        raise click.ClickException(str(exc)) from exc
+    summary = coordinator.run()
     result = {
         "swarm_id": summary.swarm_id,
         "state": summary.state,
@@ -318,6 +331,9 @@ def watch(
         raise click.ClickException(str(exc)) from exc
     finally:
         timer.cancel()
+
+
+cli.add_command(keygen)
 
 
 def main() -> None:

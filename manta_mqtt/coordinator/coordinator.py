@@ -17,6 +17,7 @@ from typing import Any
 from ..protocol import codec, topics
 from ..protocol.messages import Assignment, BlobRef, CodeRef, SwarmState
 from ..protocol.rejections import Rejections
+from ..protocol.signing import OwnerKey
 from ..runtime.executor import run_task
 from ..swarm.graph import SwarmGraph, Task
 from ..swarm.swarm import Swarm
@@ -37,6 +38,10 @@ log = logging.getLogger("manta_mqtt.coordinator")
 METRICS_MAX_BYTES = 64 * 1024
 #: The longest the pump waits for an event before it ticks the engine anyway.
 MAX_WAIT = 1.0
+UNSIGNED_WARNING = (
+    "assignments are NOT signed (no signing key): only nodes with allow_unsigned = true run them; "
+    "anyone who can publish on the broker could make those nodes run code. See docs/security.md."
+)
 
 __all__ = ["Coordinator", "CoordinatorOptions", "RunSummary", "SwarmFailed"]
 
@@ -63,7 +68,9 @@ class Coordinator:
         self.metrics: dict[str, float] = {}  # the last node step's, shown in the swarm state
         self.engine: eng.Engine | None = None
         self._ended: tuple[eng.RunState, str] = (eng.RunState.FAILED, "the run ended unexpectedly")
-        self._assignment: tuple[Assignment, bytes] | None = None  # the last one sent, encoded once
+        self._owner_key = OwnerKey.load(self.options.signing_key) if self.options.signing_key else None
+        self._assignment: Assignment | None = None  # the last one sent, and its encoding per node
+        self._encodings: dict[str, bytes] = {}
         self._store: RunStore | None = None
         self._link: MqttLink | None = None
         self._publisher: BlobPublisher | None = None
@@ -108,6 +115,10 @@ class Coordinator:
         self._publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
         verb = "resuming" if options.resume is not None else "swarm"
         self.progress.info(f"{verb} {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")
+        if self._owner_key is None:
+            self.progress.warn(UNSIGNED_WARNING)
+        else:
+            self.progress.info(f"assignments signed with key {self._owner_key.id}")
         state, reason = eng.RunState.FAILED, ""
         try:
             self.engine = self._prepare(store, checkpoint, resumed)
@@ -196,7 +207,7 @@ class Coordinator:
             case act.ClearBlobs(keep=keep):
                 publisher.clear_all_except(set(keep))
             case act.Assign(node=node, assignment=assignment):
-                link.publish(topics.assignment(self.swarm_id, node), self._encoded(assignment))
+                link.publish(topics.assignment(self.swarm_id, node), self._encoded(assignment, node))
             case act.PublishState():
                 self._publish_state(action)
             case act.KeepValue(data=data):
@@ -231,11 +242,15 @@ class Coordinator:
                 self._ended = (state, reason)
         return None
 
-    def _encoded(self, assignment: Assignment) -> bytes:
-        """An assignment sent again (a node came back) is the same object: encode it once."""
-        if self._assignment is None or self._assignment[0] is not assignment:
-            self._assignment = (assignment, assignment.to_bytes())
-        return self._assignment[1]
+    def _encoded(self, assignment: Assignment, node: str) -> bytes:
+        """Signed for ``node`` (when we have a key), encoded once: an assignment sent again (the
+        node came back) is the same object."""
+        if assignment is not self._assignment:
+            self._assignment, self._encodings = assignment, {}
+        if node not in self._encodings:
+            signed = self._owner_key.sign(node, assignment) if self._owner_key else assignment
+            self._encodings[node] = signed.to_bytes()
+        return self._encodings[node]
 
     def _run_local(self, action: act.RunLocal) -> eng.TaskFinished:
         store = self._store
@@ -304,8 +319,8 @@ class Coordinator:
         finally:
             link.stop()
             store.close()
-        if self.reject:
-            counts = sorted(self.reject.as_dict().items())
+        counts = sorted(self.reject.as_dict().items())
+        if counts:
             self.progress.warn("rejected messages: " + ", ".join(f"{k}={v}" for k, v in counts))
         self.progress.finished(state.value, reason, iterations)
 

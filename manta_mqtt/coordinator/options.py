@@ -27,6 +27,7 @@ class CoordinatorOptions:
     upload_budget_total: int = MAX_TOTAL_UPLOAD_BYTES  # ... in all nodes' together
     resume: Path | None = None  # a run directory to continue from its last completed step
     reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
+    signing_key: Path | None = None  # the swarm owner's Ed25519 key (manta-mqtt keygen); None: unsigned
 
     def timing(self) -> Timing:
         return Timing(

@@ -17,6 +17,7 @@ REASONS = (
     "oversized",
     "bad_chunk",
     "overflow",
+    "untrusted",  # an assignment not signed by a key the node trusts: refused, reported as a failed run
     "forbidden",  # a node's result tried to set a global or steer the swarm, which its task does not allow
 )
 
@@ -37,7 +38,3 @@ class Rejections:
     def as_dict(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
-
-    def __bool__(self) -> bool:
-        with self._lock:
-            return bool(self._counts)

@@ -132,7 +132,7 @@ class BlobFetcher:
         self.store = store
         self.window = window
         self.max_size = max_size
-        self.on_reject = on_reject or Rejections(log)
+        self.on_reject = on_reject if on_reject is not None else Rejections(log)
         self._lock = threading.Lock()
         self._transfers: dict[str, _Transfer] = {}
         link.route(f"{topics.ROOT}/swarms/+/blobs/#", self._on_message)
@@ -271,7 +271,7 @@ class UploadReceiver:
     ) -> None:
         self.store = store
         self.stale_after = stale_after
-        self.on_reject = on_reject or Rejections(log)
+        self.on_reject = on_reject if on_reject is not None else Rejections(log)
         self.pool = AssemblerPool(
             max_size=max_size,
             max_open_per_sender=max_per_node,

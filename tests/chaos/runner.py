@@ -34,7 +34,12 @@ def main(argv: list[str]) -> int:
     runs, url, version, settings = argv[1], argv[2], argv[3], json.loads(argv[4])
     resume = Path(argv[6]) if len(argv) > 6 and argv[5] == "--resume" else None
     options = CoordinatorOptions(
-        runs_dir=Path(runs), min_nodes=settings.get("min_nodes", 1), wait_nodes=30, mqtt_version=version, resume=resume
+        runs_dir=Path(runs),
+        min_nodes=settings.get("min_nodes", 1),
+        wait_nodes=30,
+        mqtt_version=version,
+        resume=resume,
+        signing_key=Path(settings["signing_key"]) if settings.get("signing_key") else None,
     )
     summary = Coordinator(counter_swarm(settings), BrokerAddress.parse(url), options).run()  # type: ignore[arg-type]
     print(json.dumps({"state": summary.state, "reason": summary.reason, "iterations": summary.iterations}))

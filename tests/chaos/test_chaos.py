@@ -30,7 +30,7 @@ from manta_mqtt.protocol.messages import NodeStatus, SwarmState
 from manta_mqtt.tools.mosquitto import MosquittoProcess
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
-from ..conftest import ROOT, BrokerUnderTest, NodeProcess, mosquitto_binary
+from ..conftest import ROOT, SIGNING_KEY, BrokerUnderTest, NodeProcess, mosquitto_binary
 from .proxy import LinkProxy
 from .runner import counter_swarm
 
@@ -108,6 +108,7 @@ def coordinator(
         wait_nodes=30,
         mqtt_version=broker.version,
         reconnect_grace=reconnect_grace,
+        signing_key=SIGNING_KEY,
     )
     return Coordinator(swarm, BrokerAddress.parse(broker.url), options, ConsoleProgress())  # type: ignore[arg-type]
 
@@ -144,7 +145,7 @@ def test_kill_9_the_coordinator_and_resume(mosquitto: BrokerUnderTest, tmp_path:
     """The coordinator dies mid-run; `--resume` continues from its last completed step and the
     results equal those of an uninterrupted run."""
     start_nodes(mosquitto, ["n1", "n2"], numbers(tmp_path))
-    settings = json.dumps({"globals": {"delay": 0.5, "rounds": 5}, "min_nodes": 2})
+    settings = json.dumps({"globals": {"delay": 0.5, "rounds": 5}, "min_nodes": 2, "signing_key": str(SIGNING_KEY)})
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "tests.chaos.runner", str(runs), mosquitto.url, "5", settings]
     log = (tmp_path / "coordinator.log").open("w")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from .blobs import BlobMeta, Chunk
 from .fields import VERSION, ProtocolError
 from .status import NodeState, NodeStatus, SwarmState
-from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, RunStatus, Value
+from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, RunStatus, Signature, Value
 
 __all__ = [
     "VERSION",
@@ -29,6 +29,7 @@ __all__ = [
     "ProtocolError",
     "ResultEnvelope",
     "RunStatus",
+    "Signature",
     "SwarmState",
     "Value",
 ]

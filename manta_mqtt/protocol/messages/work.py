@@ -7,6 +7,7 @@ upload (:class:`BlobRef`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast, get_args
 
@@ -45,7 +46,11 @@ class CodeRef:
 
 @dataclass
 class Assignment:
-    """Run task ``task`` of ``swarm`` for ``iteration`` on the addressed node."""
+    """Run task ``task`` of ``swarm`` for ``iteration`` on the addressed node.
+
+    ``signature``: the swarm owner's, for the addressed node (:mod:`..signing`); wire key ``sig``,
+    present only on signed assignments.
+    """
 
     swarm: str
     iteration: int
@@ -55,21 +60,35 @@ class Assignment:
     global_refs: GlobalRefs  # wire key "globals"
     datasets: list[str]
     timeout: float
+    signature: Signature | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "swarm": self.swarm,
+            "iteration": self.iteration,
+            "task": self.task,
+            "attempt": self.attempt,
+            "code": self.code.to_dict(),
+            "globals": self.global_refs,
+            "datasets": self.datasets,
+            "timeout": self.timeout,
+        }
 
     def to_bytes(self) -> bytes:
-        return codec.encode(
-            {
-                "v": VERSION,
-                "swarm": self.swarm,
-                "iteration": self.iteration,
-                "task": self.task,
-                "attempt": self.attempt,
-                "code": self.code.to_dict(),
-                "globals": self.global_refs,
-                "datasets": self.datasets,
-                "timeout": self.timeout,
-            }
-        )
+        fields = self._fields()
+        if self.signature is not None:
+            fields["sig"] = {"key": self.signature.key, "ed25519": self.signature.ed25519}
+        return codec.encode(fields)
+
+    def unsigned_bytes(self) -> bytes:
+        """What a signature covers: every field but the signature, in one canonical encoding
+        (the timeout as a float, however it was written), so a node re-encoding what it parsed
+        gets the same bytes as the coordinator that signed."""
+        return codec.encode(self._fields() | {"timeout": float(self.timeout)})
+
+    def with_signature(self, signature: Signature) -> Assignment:
+        return dataclasses.replace(self, signature=signature)
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -95,7 +114,27 @@ class Assignment:
             global_refs=dict(globals_),
             datasets=_str_list(data, "datasets", []),
             timeout=float(timeout),
+            signature=Signature.from_wire(data["sig"]) if "sig" in data else None,
         )
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An Ed25519 signature (64 bytes) by the key named ``key`` (16 hex digits)."""
+
+    key: str
+    ed25519: bytes
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Signature:
+        if not isinstance(data, dict):
+            raise ProtocolError("field 'sig' must be a map")
+        key, sig = _get(data, "key", str), _get(data, "ed25519", bytes)
+        if len(key) != 16 or any(c not in "0123456789abcdef" for c in key):
+            raise ProtocolError("sig.key must be 16 lowercase hex digits")
+        if len(sig) != 64:
+            raise ProtocolError(f"sig.ed25519 must be 64 bytes, not {len(sig)}")
+        return cls(key, bytes(sig))
 
 
 @dataclass
