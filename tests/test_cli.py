@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import ROOT, BrokerUnderTest
+from manta_mqtt.protocol.signing import OwnerKey
+
+from .conftest import ROOT, SIGNING_KEY, BrokerUnderTest
 from .test_e2e_swarm import COUNTER, numbers
 
 MANTA = [sys.executable, "-m", "manta_mqtt.cli.main"]
@@ -42,11 +44,18 @@ def test_the_whole_command_line(tmp_path: Path, start_nodes) -> None:  # type: i
         checked = cli("edge-node", "check", "--config", str(nodes[0].config))
         assert checked.returncode == 0 and "node n1" in checked.stdout and "numbers.npy" in checked.stdout
 
+        unsigned = cli("run", str(COUNTER), "--broker", url, "--mqtt-version", "3.1.1", "--min-nodes", "2",
+                       "--runs-dir", str(tmp_path / "unsigned"))  # fmt: skip
+        assert unsigned.returncode == 1  # the nodes trust only SIGNING_KEY: they refuse, and say so
+        assert "NOT signed" in unsigned.stdout and "refused: the assignment is not signed" in unsigned.stdout
+
         runs = tmp_path / "runs"
         summary_file = tmp_path / "summary.json"
         ran = cli("run", str(COUNTER), "--broker", url, "--mqtt-version", "3.1.1", "--min-nodes", "2",
-                  "--runs-dir", str(runs), "--summary-json", str(summary_file))  # fmt: skip
+                  "--runs-dir", str(runs), "--summary-json", str(summary_file),
+                  "--signing-key", str(SIGNING_KEY))  # fmt: skip
         assert ran.returncode == 0, ran.stderr
+        assert f"assignments signed with key {OwnerKey.load(SIGNING_KEY).id}" in ran.stdout
         assert "iteration   2" in ran.stdout and "swarm stopped after 3 iteration(s)" in ran.stdout
         summary = json.loads(summary_file.read_text())
         assert summary["state"] == "stopped" and summary["iterations"] == 3
