@@ -39,10 +39,12 @@ def blob(name: str) -> str:
 INITIAL = {"model": blob("model-0")}
 
 
-def fl_graph(**worker: Any) -> SwarmGraph:
+def fl_graph(aggregator: dict[str, Any] | None = None, **worker: Any) -> SwarmGraph:
     """worker (on nodes, with ``worker`` options) -> aggregator -> scheduler (on the coordinator)."""
     w = Task(Module(COUNTER / "worker.py", datasets=["numbers.npy"]), alias="worker", timeout=100, **worker)
-    agg = Task(Module(COUNTER / "aggregator.py"), alias="aggregator", placement="coordinator", timeout=50)
+    agg = Task(
+        Module(COUNTER / "aggregator.py"), alias="aggregator", placement="coordinator", timeout=50, **(aggregator or {})
+    )
     sched = Task(Module(COUNTER / "aggregator.py"), alias="scheduler", placement="coordinator", timeout=50)
     return SwarmGraph(sched(agg(w)))
 

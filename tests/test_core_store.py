@@ -165,12 +165,14 @@ def test_reopen_runs_summary_tags_iterations(reopened: RunStore) -> None:
         "iterations": 2,
         "tags": ["metrics", "weights"],
         "failed_runs": 1,
+        "quarantined": [],
     }
 
 
 def test_summary_of_empty_run(store: RunStore) -> None:
     """A fresh run summarises to zero iterations, no tags, no failures."""
-    assert store.summary() == {"swarm": DESCRIPTION, "final": {}, "iterations": 0, "tags": [], "failed_runs": 0}
+    empty = {"swarm": DESCRIPTION, "final": {}, "iterations": 0, "tags": [], "failed_runs": 0, "quarantined": []}
+    assert store.summary() == empty
 
 
 def test_add_result_replaces_same_key(store: RunStore) -> None:

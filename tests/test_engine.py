@@ -370,6 +370,74 @@ def test_a_silent_node_is_not_chosen_and_a_heartbeat_keeps_a_node_eligible() -> 
     assert assigned(out) == {"n1": 0}
 
 
+# --- quarantine: a result that makes the aggregator fail ------------------------------------------
+
+
+def four_nodes_done(**aggregator: object) -> World:
+    world = World(fl_graph(aggregator=dict(aggregator)), Timing(min_nodes=4, stale_after=1000.0))
+    world.start()
+    world.online("n1", "n2", "n3", "n4")
+    for node in ("n1", "n2", "n3", "n4"):
+        world.result(node)
+    return world
+
+
+def probe(world: World, ok: bool) -> act.RunLocal:
+    """Answer the running probe; return the next coordinator run asked for."""
+    out = world.finish_local(ok=ok, error="" if ok else "ValueError: bad shape")
+    return only(out, act.RunLocal)[0]
+
+
+def test_the_nodes_whose_results_make_the_aggregator_fail_are_quarantined() -> None:
+    world = four_nodes_done(on_error="quarantine")
+    out = world.finish_local(ok=False, error="ValueError: bad shape")
+    assert only(out, act.Warn)[0].text.startswith("aggregator failed; looking for the node(s)")
+    assert only(out, act.RunLocal)[0].only == {"n1", "n2"}
+    assert probe(world, ok=False).only == {"n1"}  # the first half fails: split it
+    assert probe(world, ok=True).only == {"n2"}
+    assert probe(world, ok=False).only == {"n3", "n4"}  # n2 is guilty; the second half next
+    final = probe(world, ok=True)
+    assert (final.only, final.exclude) == (None, {"n2"})  # the real run, without n2
+    assert act.Quarantine(0, "aggregator", "n2", "ValueError: bad shape") in world.log
+    out = world.finish_local()
+    assert act.StepDone(0, "aggregator", 0, 0) in out
+    assert only(out, act.RunLocal)[0].exclude == {"n2"}  # the scheduler does not see n2 either
+    assert world.engine.checkpoint().quarantined == ["n2"]
+    out = world.finish_local(writes=TaskWrites(schedule=[("worker", ["n1", "n2"])]))
+    assert assigned(out) == {"n1": 0}  # and n2 is chosen for nothing more
+
+
+def test_quarantine_gives_up_when_every_node_or_no_single_node_is_to_blame() -> None:
+    world = four_nodes_done(on_error="quarantine")
+    world.finish_local(ok=False)
+    runs = 0
+    while not world.engine.ended:  # every probe fails: n1, n2 | n1 | n2 | n3, n4 | n3 | n4
+        world.finish_local(ok=False)
+        runs += 1
+    assert runs == 6
+    assert end(world).reason.startswith("task aggregator fails on every node's results alone")
+    world = four_nodes_done(on_error="quarantine")
+    world.finish_local(ok=False)
+    probe(world, ok=True)
+    world.finish_local(ok=True)
+    assert end(world).reason.startswith("task aggregator failed, and on no single node's results alone")
+
+
+def test_without_quarantine_a_failing_aggregator_fails_the_swarm() -> None:
+    world = four_nodes_done()
+    world.finish_local(ok=False, error="ValueError: bad shape")
+    assert end(world) == act.SwarmEnded(
+        RunState.FAILED, "task aggregator failed on the coordinator:\nValueError: bad shape"
+    )
+
+
+def test_quarantine_is_only_for_coordinator_tasks() -> None:
+    with pytest.raises(ValueError, match="quarantine"):
+        fl_graph(on_error="quarantine")
+    with pytest.raises(ValueError, match="on_error"):
+        fl_graph(aggregator={"on_error": "ignore"})
+
+
 # --- choosing nodes and resuming --------------------------------------------------------------------
 
 

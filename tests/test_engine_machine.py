@@ -67,6 +67,7 @@ class EngineMachine(RuleBasedStateMachine):
         max_wait=st.sampled_from([0.0, 10.0]),
         min_nodes=st.integers(1, 3),
         trusted=st.booleans(),
+        quarantine=st.booleans(),
     )
     def begin(
         self,
@@ -77,6 +78,7 @@ class EngineMachine(RuleBasedStateMachine):
         max_wait: float,
         min_nodes: int,
         trusted: bool,
+        quarantine: bool,
     ) -> None:
         self.trusted = trusted  # the worker lets nodes set globals and make control requests
         graph = fl_graph(
@@ -87,6 +89,7 @@ class EngineMachine(RuleBasedStateMachine):
             max_wait=max_wait,
             globals_from_nodes=trusted,
             control_from_nodes=trusted,
+            aggregator={"on_error": "quarantine" if quarantine else "fail"},
         )
         timing = Timing(
             grace=10.0, reconnect_grace=5.0, wait_nodes=30.0, min_nodes=min_nodes, max_iterations=MAX_ITERATIONS
@@ -217,6 +220,17 @@ class EngineMachine(RuleBasedStateMachine):
         self.feed_checked(lambda: self.world.feed(TaskFinished(task, ok, "" if ok else "boom", 0.1, writes)))
 
     # --- invariants -------------------------------------------------------------------------------
+
+    @invariant()
+    def quarantined_nodes_are_never_asked_again(self) -> None:
+        quarantined: set[str] = set()
+        for action in self.world.log:
+            if isinstance(action, act.Quarantine):
+                quarantined.add(action.node)
+            elif isinstance(action, act.Assign):
+                assert action.node not in quarantined, f"{action.node} was quarantined, then asked again"
+            elif isinstance(action, act.RunLocal):
+                assert quarantined <= action.exclude, "a coordinator task saw a quarantined node's results"
 
     @invariant()
     def ends_once(self) -> None:

@@ -262,6 +262,9 @@ def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: s
             mark = "ok" if row["ok"] else "FAILED"
             where = f"{row['task']:<12} {row['node']:<14}"
             click.echo(f"  iteration {row['iteration']:>3}  {where} {mark:<6} {row['duration']:.2f}s")
+        for q in summary["quarantined"]:
+            first = str(q["error"]).strip().splitlines()[-1:] or [""]
+            click.echo(printable(f"quarantined: {q['node']} (iteration {q['iteration']}, {q['task']}): {first[0]}"))
     store.close()
 
 

@@ -224,6 +224,8 @@ class Coordinator:
                 store.set_meta("checkpoint", checkpoint.to_dict())
             case act.RunLocal():
                 return self._run_local(action)
+            case act.Quarantine(iteration=it, task=task, node=node, error=error):
+                store.add_quarantine(it, task, node, error)
             case act.Reject(reason=reason, detail=detail):
                 self.reject(reason, detail)
             case act.Info(text=text):
@@ -256,7 +258,15 @@ class Coordinator:
         store = self._store
         assert store is not None and self.engine is not None
         code, task = self.engine.plan.code[action.task], self.graph.tasks[action.task]
-        host = CoordinatorHost(store, self.swarm_id, action.iteration, action.task, action.global_refs)
+        host = CoordinatorHost(
+            store,
+            self.swarm_id,
+            action.iteration,
+            action.task,
+            action.global_refs,
+            only=action.only,
+            exclude=action.exclude,
+        )
         outcome = run_task(
             store.blobs.path(code.sha),
             code.entry,

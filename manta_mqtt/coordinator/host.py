@@ -20,8 +20,21 @@ class CoordinatorHost:
     the engine only after the task ended, in its ``TaskFinished`` event (:meth:`writes`).
     """
 
-    def __init__(self, store: RunStore, swarm: str, iteration: int, task: str, global_refs: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        swarm: str,
+        iteration: int,
+        task: str,
+        global_refs: Mapping[str, str],
+        *,
+        only: frozenset[str] | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> None:
+        """``only`` / ``exclude``: the nodes whose results ``select_results`` shows (a probe of
+        a quarantine search) or hides (quarantined nodes)."""
         self.store = store
+        self.only, self.exclude = only, exclude
         self.swarm = swarm
         self.iteration = iteration
         self.task = task
@@ -55,7 +68,11 @@ class CoordinatorHost:
         self._results[tag] = self.store.put_value(value)
 
     def select_results(self, tag: str) -> dict[str, bytes]:
-        values = self.store.raw_results(self.iteration, tag)
+        values = {
+            node: value
+            for node, value in self.store.raw_results(self.iteration, tag).items()
+            if node not in self.exclude and (self.only is None or node in self.only or node == COORDINATOR_NODE)
+        }
         if tag in self._results:  # its own, recorded when it ends
             values[COORDINATOR_NODE] = self.store.blobs.get(self._results[tag])
         return values

@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS runs (
     iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL,
     ok INTEGER NOT NULL, error TEXT NOT NULL, duration REAL NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (iteration, task, node));
+CREATE TABLE IF NOT EXISTS quarantine (
+    iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL, error TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (iteration, task, node));
 CREATE TABLE IF NOT EXISTS globals (
     iteration INTEGER NOT NULL, tag TEXT NOT NULL, sha TEXT NOT NULL,
     PRIMARY KEY (iteration, tag));
@@ -117,6 +120,17 @@ class RunStore:
             (iteration, task, node, int(ok), error, duration, time.time()),
         )
 
+    def add_quarantine(self, iteration: int, task: str, node: str, error: str) -> None:
+        """``node``'s results alone made ``task`` fail in ``iteration``: it was set aside."""
+        self._write(
+            "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?)", (iteration, task, node, error, time.time())
+        )
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The nodes set aside, with the iteration, the task they made fail and its error."""
+        rows = self._rows("SELECT iteration, task, node, error FROM quarantine ORDER BY at")
+        return [dict(zip(("iteration", "task", "node", "error"), row, strict=True)) for row in rows]
+
     def set_globals(self, iteration: int, globals_: dict[str, str]) -> None:
         for tag, sha in globals_.items():
             self._write("INSERT OR REPLACE INTO globals VALUES (?, ?, ?)", (iteration, tag, sha))
@@ -194,6 +208,7 @@ class RunStore:
             "iterations": len(self.iterations()),
             "tags": self.tags(),
             "failed_runs": sum(1 for r in self.runs() if not r["ok"]),
+            "quarantined": self.quarantined(),
         }
 
 

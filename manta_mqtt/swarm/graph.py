@@ -17,9 +17,11 @@ from .module import Module
 Placement = Literal["nodes", "coordinator"]
 Method = Literal["all", "any"]
 OnShort = Literal["wait", "retry", "fail"]
+OnError = Literal["fail", "quarantine"]
 PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
 METHODS: tuple[Method, ...] = get_args(Method)
 SHORT_POLICIES: tuple[OnShort, ...] = get_args(OnShort)
+ERROR_POLICIES: tuple[OnError, ...] = get_args(OnError)
 
 
 @dataclass(eq=False)
@@ -47,6 +49,9 @@ class Task:
     # whether it may call schedule_next_iter / stop_swarm. Anything else is refused and counted.
     globals_from_nodes: bool | Sequence[str] = False
     control_from_nodes: bool = False
+    # A coordinator-placed task that raises: "fail" the swarm, or "quarantine" the nodes whose
+    # results alone make it raise, and run it on the others' (see engine/local_steps.py).
+    on_error: OnError = "fail"
     previous: list[Task] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +74,10 @@ class Task:
             raise ValueError("a quorum count must be at least 1")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive")
+        if self.on_error not in ERROR_POLICIES:
+            raise ValueError(f"on_error must be one of {ERROR_POLICIES}, not {self.on_error!r}")
+        if self.on_error == "quarantine" and self.placement != "coordinator":
+            raise ValueError('on_error="quarantine" is for tasks placed on the coordinator (aggregators)')
         if not isinstance(self.globals_from_nodes, bool):
             tags = list(self.globals_from_nodes)
             if isinstance(self.globals_from_nodes, str) or not all(isinstance(t, str) and t for t in tags):

@@ -106,11 +106,27 @@ class SaveCheckpoint:
 @dataclass(frozen=True)
 class RunLocal:
     """Run a coordinator-placed task for ``iteration``, reading ``global_refs``; answer with
-    a :class:`~.events.TaskFinished`. Nothing else happens until it comes."""
+    a :class:`~.events.TaskFinished`. Nothing else happens until it comes.
+
+    ``results.select()`` leaves out the results of ``exclude`` (quarantined nodes) and, for a
+    probe run of a quarantine search, of every node not in ``only``.
+    """
 
     task: str
     iteration: int
     global_refs: GlobalRefs
+    only: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """``node``'s results alone made ``task`` fail: its results are left out from now on."""
+
+    iteration: int
+    task: str
+    node: str
+    error: str
 
 
 # --- the person watching -----------------------------------------------------------------------
@@ -184,6 +200,7 @@ Action = (
     | RecordGlobals
     | SaveCheckpoint
     | RunLocal
+    | Quarantine
     | Reject
     | Info
     | Warn

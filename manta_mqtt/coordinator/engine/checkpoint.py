@@ -37,6 +37,7 @@ class Checkpoint:
     previous_nodes: dict[str, list[str]] = field(default_factory=dict)
     rng: list[Any] = field(default_factory=list)  # random.Random.getstate(), JSON-shaped
     current: OpenStep | None = None
+    quarantined: list[str] = field(default_factory=list)  # nodes set aside for the rest of the run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,10 +22,10 @@ from . import actions as act
 from .checkpoint import Checkpoint, OpenStep, rng_state_from_json, rng_state_to_json
 from .decisions import Decisions, RunState, decide
 from .events import EnvelopeArrived, Event, StatusChanged, TaskFinished, UploadCompleted
+from .local_steps import LocalSteps
 from .node_steps import Closed, Failed, NodeSteps, RunData
 from .placement import choose_nodes, eligible_nodes
 from .plan import Plan
-from .results import COORDINATOR_NODE
 from .rounds import NodeOutcome, quorum_size
 
 
@@ -57,7 +57,9 @@ class Engine:
             Decisions({k: list(v) for k, v in cp.schedule.items()}, cp.stop_by),
             {k: list(v) for k, v in cp.previous_nodes.items()},
         )
+        self.run.quarantined = set(cp.quarantined)
         self.nodes = NodeSteps(self.run, self._save)
+        self.local = LocalSteps(self.run)
         self.rng = random.Random(seed)
         if cp.rng:
             self.rng.setstate(rng_state_from_json(cp.rng))
@@ -67,7 +69,6 @@ class Engine:
         self._resumed = {n: NodeOutcome(True, "", d) for n, d in (resumed or {}).items()}
         self._todo: list[str] = []  # steps of this iteration still to run
         self._choosing: Task | None = None  # the node step waiting for an eligible node
-        self._local: str | None = None  # the coordinator-placed task running
         self._until = 0.0  # when waiting for nodes gives up
         self._gone: tuple[str, ...] = ()  # scheduled nodes last reported unavailable
         self._now = 0.0
@@ -147,6 +148,7 @@ class Engine:
             previous_nodes={k: list(v) for k, v in run.previous_nodes.items()},
             rng=rng_state_to_json(self.rng.getstate()),
             current=step.record() if step is not None else self._resume,
+            quarantined=sorted(run.quarantined),
         )
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -160,7 +162,7 @@ class Engine:
 
     def _end(self, state: RunState, reason: str) -> None:
         self.phase = Phase.ENDED
-        self._choosing = self._local = None
+        self._choosing = self.local.task = None
         self.run.emit(act.SwarmEnded(state, reason))
 
     def _roots(self) -> list[Task]:
@@ -193,9 +195,7 @@ class Engine:
         task = self.graph.tasks[self._todo.pop(0)]
         if task.placement == "coordinator":
             self.phase = Phase.LOCAL
-            self._local = task.name
-            self.run.emit(act.PublishState(RunState.RUNNING, self.iteration, step=task.name))
-            self.run.emit(act.RunLocal(task.name, self.iteration, dict(self.global_refs)))
+            self.local.start(task)
         elif self._resume is not None and self._resume.task == task.name:
             nodes, attempt = list(self._resume.nodes), self._resume.attempt
             self._resume = None
@@ -249,7 +249,7 @@ class Engine:
         if run.iteration + 1 >= self.timing.max_iterations:
             return self._end(RunState.STOPPED, f"reached the limit of {self.timing.max_iterations} iterations")
         run.iteration += 1
-        run.decisions = Decisions()
+        run.decisions, run.contributors = Decisions(), set()
         self._starts, self._forced, self._done = nxt.starts, nxt.forced, []
         run.emit(self._save())
         keep = {c.sha for c in self.plan.code.values()} | set(run.global_refs.values())
@@ -259,24 +259,14 @@ class Engine:
     # --- events -------------------------------------------------------------------------------
 
     def _on_task_finished(self, event: TaskFinished, now: float) -> None:
-        """A coordinator-placed task ended: what it wrote counts only if it succeeded."""
-        if self.phase is not Phase.LOCAL or event.task != self._local:
-            self.run.emit(act.Log(f"ignored the end of task {event.task}: it was not running"))
+        if self.phase is not Phase.LOCAL:
+            self.run.emit(act.Log(f"ignored the end of task {event.task}: no coordinator task was running"))
             return
-        self._local = None
-        run, task, writes = self.run, event.task, event.writes
-        if event.ok:
-            for tag, sha in writes.results.items():
-                run.emit(act.RecordResult(run.iteration, task, COORDINATOR_NODE, tag, sha))
-        run.emit(act.RecordRun(run.iteration, task, COORDINATOR_NODE, event.ok, event.error, event.duration))
-        if not event.ok:
-            return self._end(RunState.FAILED, f"task {task} failed on the coordinator:\n{event.error}")
-        run.global_refs.update(writes.global_refs)
-        for alias, node_ids in writes.schedule:
-            run.decisions.add_schedule(alias, node_ids)
-        if writes.stop:
-            run.decisions.stop(task)
-        self._step_done(task, 0, 0, now)
+        end = self.local.finished(event)
+        if isinstance(end, Failed):
+            self._end(RunState.FAILED, end.reason)
+        elif isinstance(end, Closed):
+            self._step_done(end.task, 0, 0, now)
 
     def _on_status(self, status: NodeStatus, now: float) -> None:
         node = status.node

@@ -27,6 +27,8 @@ class RunData:
     previous_nodes: dict[str, list[str]]
     fleet: dict[str, NodeStatus] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)  # node -> when its last status arrived
+    contributors: set[str] = field(default_factory=set)  # nodes with results taken this iteration
+    quarantined: set[str] = field(default_factory=set)  # for the rest of the run
     now: float = 0.0  # the time of the event being handled
     out: list[act.Action] = field(default_factory=list)  # actions of the event being handled
 
@@ -39,7 +41,11 @@ class RunData:
         return self.now >= self.seen.get(node, self.now) + self.plan.timing.stale_after
 
     def online(self) -> dict[str, list[str]]:
-        return {n: s.datasets for n, s in self.fleet.items() if s.state != "offline" and not self.stale(n)}
+        return {
+            n: s.datasets
+            for n, s in self.fleet.items()
+            if s.state != "offline" and not self.stale(n) and n not in self.quarantined
+        }
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,8 @@ class NodeSteps:
         run = self.run
         take(e, step.task, run.global_refs, run.decisions, run.out)
         ok = e.status == OK
+        if ok:
+            run.contributors.add(e.node)
         step.round.record(e.node, NodeOutcome(ok, e.error, e.duration))
         if not ok:
             run.emit(act.Warn(f"{e.task} failed on {e.node}:\n{e.error}"))

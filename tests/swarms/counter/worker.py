@@ -19,7 +19,10 @@ class Worker(Task):
             ctypes.string_at(0)  # a segfault, on purpose
         data = self.local.get_numpy_data("numbers.npy")
         self.world.results.add("val", {"x": x + 1, "sum": int(data.sum()), "node": self.node_id})
-        self.world.results.add("big", np.full(400_000, x + 1, dtype=np.float64))  # uploaded in chunks
+        big = np.full(400_000, x + 1, dtype=np.float64)  # uploaded in chunks
+        if self.world.globals["poison"] == self.node_id:
+            big = {"x": "boom"}  # a compromised node's result: the aggregator raises on it
+        self.world.results.add("big", big)
 
 
 def main():
