@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from manta_mqtt.ownership import Owner
-from manta_mqtt.protocol.limits import MAX_QUEUED_JOBS
+from manta_mqtt.protocol.limits import MAX_FINISHED_SWARMS, MAX_QUEUED_JOBS
 from manta_mqtt.protocol.messages import Assignment
 
 from .events import AssignmentArrived, BookEvent, Connected, Job, JobFinished, JobStarted, SwarmEnded, key_of
@@ -65,7 +65,7 @@ class JobBook:
         self.max_queued = max_queued  # accepted jobs not running yet (each waits in the worker's queue)
         self._jobs: dict[Key, Job] = {}  # accepted and not yet finished by the worker
         self._running: Job | None = None  # between the worker's JobStarted and JobFinished
-        self._finished: set[str] = set()  # swarms whose state was terminal: refuse their work
+        self._finished: dict[str, None] = {}  # swarms whose state was terminal, oldest first: refuse their work
 
     def handle(self, event: BookEvent) -> list[Action]:
         self.owner.check()
@@ -121,6 +121,8 @@ class JobBook:
     def _ended(self, swarm: str, state: str) -> list[Action]:
         if swarm in self._finished:
             return []  # the retained state again (a reconnection): its jobs were cancelled already
-        self._finished.add(swarm)
+        self._finished[swarm] = None
+        if len(self._finished) > MAX_FINISHED_SWARMS:  # forged terminal states must not grow it forever
+            del self._finished[next(iter(self._finished))]
         why = f"swarm {swarm} is {state}"
         return [Cancel(job, why) for job in self._jobs.values() if job.assignment.swarm == swarm]

@@ -8,6 +8,7 @@ import threading
 from edge_node.events import AssignmentArrived, Connected, Job, JobFinished, JobStarted, SwarmEnded
 from edge_node.jobs import Action, Announce, Cancel, DeliverPending, Dispatch, JobBook, Reject
 from manta_mqtt.ownership import WrongThread
+from manta_mqtt.protocol.limits import MAX_FINISHED_SWARMS
 from manta_mqtt.protocol.messages import Assignment, CodeRef
 
 
@@ -127,3 +128,12 @@ def test_the_book_belongs_to_one_thread() -> None:
     thread.join()
     assert len(errors) == 1 and "job book" in str(errors[0])
     assert book.jobs() == []  # the intruder changed nothing
+
+
+def test_the_finished_swarms_it_remembers_are_bounded() -> None:
+    """Forged terminal states of made-up swarms cannot grow the node's memory forever."""
+    book = JobBook()
+    for i in range(MAX_FINISHED_SWARMS + 50):
+        book.handle(SwarmEnded(f"s{i}", "completed"))
+    assert not book.is_finished("s0") and book.is_finished(f"s{MAX_FINISHED_SWARMS + 49}")
+    assert len(book._finished) == MAX_FINISHED_SWARMS

@@ -100,6 +100,10 @@ MAX_EARLY_RESULTS = 10_000
 #: more is dropped and counted ``overflow`` (never run); the running job is unaffected.
 MAX_QUEUED_JOBS = 16
 
+#: Ended swarms a node remembers, to refuse their late assignments. Past it the oldest is
+#: forgotten; a late assignment of a swarm that old is then run (and its result refused late).
+MAX_FINISHED_SWARMS = 1000
+
 #: Delivered results a node keeps in its outbox to answer a repeated assignment without running
 #: it again. Past it the oldest are deleted; a repeat of one of those runs the task again.
 OUTBOX_KEEP_SENT = 200
