@@ -67,7 +67,6 @@ class EdgeAgent:
             config.broker,
             will=Will(topics.node_status(self.node_id), will.to_bytes()),
             version=config.mqtt_version,
-            tls_ca=config.tls_ca,
         )
         self.fetcher = BlobFetcher(self.link, self.cache, on_reject=self.reject)
         self.intake = Intake(self.node_id, self.reject, self.inbox)  # the network thread's handlers
@@ -88,7 +87,7 @@ class EdgeAgent:
                     return True
                 log.warning("broker %s did not acknowledge our subscriptions; reconnecting", self.config.broker)
                 self.link.stop()
-            log.warning("broker %s unreachable; retrying in %.0f s", self.config.broker, delay)
+            log.warning("cannot connect to %s: %s; retrying in %.0f s", self.config.broker, self.link.failure, delay)
             stop.wait(delay)
             delay = min(delay * 2, 60.0)
         return False

@@ -6,11 +6,13 @@ id = "pi-kitchen"            # topic-safe: letters, digits, _ . -
 data_dir = "~/.manta-node"   # code/globals cache and task working dirs
 
 [broker]
-url = "mqtt://broker.local:1883"   # mqtts:// for TLS
-username = "pi-kitchen"            # optional; password or password_file
+url = "mqtts://broker.local:8883"  # mqtts:// for TLS (the tls_* files need it), mqtt:// without
+tls_ca = "/etc/manta/ca.crt"       # the CA that signed the broker's certificate (default: the system's)
+tls_cert = "/etc/manta/node.crt"   # this node's client certificate (CN = node id) and its key;
+tls_key = "/etc/manta/node.key"    #   chmod 600 the key: the agent warns when others can read it
+username = "pi-kitchen"            # or, without a client certificate: a user and password or password_file
 password_file = "/etc/manta/password"  # chmod 600; a missing or unreadable file is an error
 version = "auto"                   # "5", "3.1.1" or "auto"
-tls_ca = "/etc/manta/ca.crt"       # optional CA for mqtts://
 chunk_size = 1048576               # optional: bytes per upload chunk, >= 1024 (default 1 MiB);
                                    #   an MQTT 5 broker's maximum packet size lowers it
 inline_limit = 262144              # optional: bytes, >= 0 (default 256 KiB); a result or global
@@ -43,6 +45,7 @@ from manta_mqtt.protocol.signing import Trust, parse_public
 from manta_mqtt.protocol.topics import TopicError, check_id
 from manta_mqtt.transport.credentials import PasswordFileError, read_password_file, shared_warning
 from manta_mqtt.transport.mqtt import VERSIONS, BrokerAddress
+from manta_mqtt.transport.tls import TlsFileError, TlsFiles
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,7 +66,6 @@ class NodeConfig:
     data_dir: Path
     datasets: dict[str, Path] = field(default_factory=dict)
     mqtt_version: str = "auto"
-    tls_ca: str | None = None
     task_timeout: float = 3600.0
     chunk_size: int = DEFAULT_CHUNK_SIZE
     inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES
@@ -74,6 +76,10 @@ class NodeConfig:
         if broker_url:
             try:
                 address = BrokerAddress.parse(broker_url)
+            except ValueError as exc:
+                raise ConfigError(f"--broker: {exc}") from exc
+            try:  # the config's certificate stays too, and needs an mqtts:// URL
+                address = address.with_tls(self.broker.tls_files)
             except ValueError as exc:
                 raise ConfigError(f"--broker: {exc}") from exc
             self.broker = address.with_credentials(self.broker.username, self.broker.password)
@@ -121,6 +127,10 @@ class NodeConfig:
             address = BrokerAddress.parse(str(broker.get("url", "mqtt://127.0.0.1:1883")))
         except ValueError as exc:
             raise ConfigError(f"broker.url: {exc}") from exc
+        try:
+            address = address.with_tls(_tls(broker, node_id, resolve))
+        except ValueError as exc:  # TLS files with an mqtt:// URL
+            raise ConfigError(f"broker.url: {exc}") from exc
         version = str(broker.get("version", "auto"))
         if version not in ("auto", *VERSIONS):
             raise ConfigError(f"broker.version must be auto, 5 or 3.1.1, not {version!r}")
@@ -134,12 +144,36 @@ class NodeConfig:
             data_dir=resolve(str(node.get("data_dir", f"~/.manta-node/{node_id}"))),
             datasets=datasets,
             mqtt_version=version,
-            tls_ca=str(resolve(broker["tls_ca"])) if broker.get("tls_ca") else None,
             task_timeout=float(tasks.get("timeout", 3600)),
             chunk_size=_int(broker, "chunk_size", DEFAULT_CHUNK_SIZE, minimum=MIN_CHUNK_SIZE),
             inline_limit=_int(broker, "inline_limit", DEFAULT_INLINE_LIMIT_BYTES, minimum=0),
             trust=_trust(data.get("trust", {}), resolve),
         )
+
+
+def _tls(broker: Mapping[str, Any], node_id: str, resolve: Callable[[str], Path]) -> TlsFiles | None:
+    """``tls_ca``, ``tls_cert`` and ``tls_key`` of the ``[broker]`` table, checked now rather than at connect."""
+    paths = {}
+    for which in ("ca", "cert", "key"):
+        value = broker.get(f"tls_{which}")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"broker.tls_{which} must be a file path, not {value!r}")
+        paths[which] = resolve(value) if value else None
+    try:
+        files = TlsFiles.load(
+            paths["ca"], paths["cert"], paths["key"], warn=lambda m: log.warning("broker.tls_key: %s", m)
+        )
+    except TlsFileError as exc:
+        raise ConfigError(f"broker.tls_{exc.which}: {exc}") from exc
+    name = files.common_name() if files is not None else None
+    if name is not None and name != node_id:  # the broker takes the CN for the node's name (mosquitto-pi.conf)
+        log.warning(
+            "broker.tls_cert: the certificate is for %r (CN), not for node %r: a broker that takes the "
+            "certificate's CN as the identity (broker_config/mosquitto-pi.conf) refuses this node's topics",
+            name,
+            node_id,
+        )
+    return files
 
 
 def _trust(table: Mapping[str, Any], resolve: Callable[[str], Path]) -> Trust:

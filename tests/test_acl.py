@@ -1,6 +1,9 @@
 """The broker ACL shipped in broker_config/manta.acl, on a real Mosquitto with passwords: a node
 (username = node id) cannot speak for another node, cannot read another node's assignments,
-and a swarm still runs exactly. This is what makes a well-formed forgery impossible."""
+and a swarm still runs exactly. This is what makes a well-formed forgery impossible.
+
+The nodes are enrolled as broker_config/README.md says (a block per node appended to the ACL);
+tests/security/test_identity.py runs the same attack with certificates on the site config."""
 
 from __future__ import annotations
 
@@ -19,10 +22,10 @@ from manta_mqtt.coordinator.store import RunStore
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.messages import NodeStatus, ResultEnvelope
 from manta_mqtt.swarm import load_swarm
-from manta_mqtt.tools.mosquitto import MosquittoProcess
+from manta_mqtt.tools.mosquitto import SITE_ACL, MosquittoProcess, node_acl
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
-from .conftest import ROOT, SIGNING_KEY, BrokerUnderTest, NodeProcess, mosquitto_binary
+from .conftest import SIGNING_KEY, BrokerUnderTest, NodeProcess, mosquitto_binary
 from .test_e2e_swarm import COUNTER, check_counter_results
 
 USERS = {"coordinator": "c-secret", "n1": "n1-secret", "n2": "n2-secret"}
@@ -38,7 +41,9 @@ def secured(tmp_path: Path):  # type: ignore[no-untyped-def]
     for i, (user, password) in enumerate(USERS.items()):
         flags = ["-c"] if i == 0 else []
         subprocess.run([passwd, *flags, "-b", str(password_file), user, password], check=True)
-    extra = f"allow_anonymous false\npassword_file {password_file}\nacl_file {ROOT / 'broker_config' / 'manta.acl'}\n"
+    acl = tmp_path / "manta.acl"
+    acl.write_text(SITE_ACL.read_text() + node_acl(["n1", "n2"]))
+    extra = f"allow_anonymous false\npassword_file {password_file}\nacl_file {acl}\n"
     server = MosquittoProcess(tmp_path / "mosquitto", extra=extra, binary=binary).start()
     yield server
     server.stop()

@@ -4,86 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from .. import __version__
 from ..protocol.text import printable, printable_logging
-from ..transport.credentials import VISIBLE_IN_PS, PasswordFileError, read_password_file
 from ..transport.mqtt import BrokerAddress
+from .connect import broker_address, broker_options
 from .keys import keygen
+
+__all__ = ["broker_address", "broker_options", "cli", "main"]  # broker_address: tests and scripts use it
 
 VERSION_CHOICE = click.Choice(["auto", "5", "3.1.1"])
 VERSION_HELP = "MQTT version: auto tries 5, then 3.1.1 (use 3.1.1 with the embedded broker)."
-BROKER_HELP = "Broker URL (mqtt:// or mqtts://; a user:password@ in it is visible in ps)."
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _logging(verbose: int) -> None:
     # printable(): log lines quote what nodes sent (their errors, the topics of rejected messages)
     printable_logging(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
-
-
-def _warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
-
-
-def broker_options(command: F) -> F:
-    """The options of every command that connects: where the broker is and who we are to it."""
-    for option in reversed(
-        [
-            click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP),
-            click.option("--username", envvar="MANTA_MQTT_USERNAME", help="Broker user (or MANTA_MQTT_USERNAME)."),
-            click.option(
-                "--password-file",
-                type=click.Path(path_type=Path),
-                help="File holding the broker password (or MANTA_MQTT_PASSWORD_FILE; or set MANTA_MQTT_PASSWORD).",
-            ),
-            click.option("--password", help="Deprecated: visible in ps; use --password-file or MANTA_MQTT_PASSWORD."),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
-def broker_address(
-    url: str,
-    username: str | None,
-    password_file: Path | None,
-    password: str | None,
-    environ: Mapping[str, str] = os.environ,
-) -> BrokerAddress:
-    """The broker and our credentials; the first password found wins: --password-file, --password,
-    MANTA_MQTT_PASSWORD_FILE, MANTA_MQTT_PASSWORD, the URL's. Bad input exits with code 2."""
-    try:
-        address = BrokerAddress.parse(url)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--broker'") from exc
-    if address.password is not None:
-        _warn(f"the password in --broker is {VISIBLE_IN_PS}")
-    if password is not None:
-        _warn(f"--password is {VISIBLE_IN_PS}")
-        if password_file is not None:
-            raise click.UsageError("give --password-file or --password, not both")
-    file_hint = "'--password-file'"
-    if password_file is None and password is None and environ.get("MANTA_MQTT_PASSWORD_FILE"):
-        password_file, file_hint = Path(environ["MANTA_MQTT_PASSWORD_FILE"]), "MANTA_MQTT_PASSWORD_FILE"
-    if password_file is not None:
-        try:
-            password = read_password_file(password_file, _warn)
-        except PasswordFileError as exc:
-            raise click.BadParameter(str(exc), param_hint=file_hint) from exc
-    elif password is None:
-        password = environ.get("MANTA_MQTT_PASSWORD") or None
-    return address.with_credentials(username, password)
 
 
 @click.group()
@@ -130,10 +74,7 @@ def cli() -> None:
 @click.option("-v", "--verbose", count=True, help="-v logs what happens, -vv debug details.")
 def run(
     swarm_file: Path,
-    broker: str,
-    username: str | None,
-    password_file: Path | None,
-    password: str | None,
+    address: BrokerAddress,
     mqtt_version: str,
     class_name: str | None,
     min_nodes: int,
@@ -153,7 +94,6 @@ def run(
     from ..swarm import load_swarm
 
     _logging(verbose)
-    address = broker_address(broker, username, password_file, password)
     swarm = load_swarm(swarm_file, class_name)
     options = CoordinatorOptions(
         runs_dir=runs_dir,
@@ -171,7 +111,10 @@ def run(
         coordinator = Coordinator(swarm, address, options)
     except ValueError as exc:  # e.g. a signing key that cannot be read
         raise click.ClickException(str(exc)) from exc
-    summary = coordinator.run()
+    try:
+        summary = coordinator.run()
+    except ConnectionError as exc:  # refused (a certificate, a password) or unreachable
+        raise click.ClickException(str(exc)) from exc
     result = {
         "swarm_id": summary.swarm_id,
         "state": summary.state,
@@ -273,10 +216,7 @@ def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: s
 @click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def nodes(
-    broker: str,
-    username: str | None,
-    password_file: Path | None,
-    password: str | None,
+    address: BrokerAddress,
     mqtt_version: str,
     as_json: bool,
 ) -> None:
@@ -284,7 +224,7 @@ def nodes(
     from ..tools.watch import node_table
 
     try:
-        rows = node_table(broker_address(broker, username, password_file, password), version=mqtt_version)
+        rows = node_table(address, version=mqtt_version)
     except ConnectionError as exc:  # refused (a wrong password, say) or unreachable
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -304,10 +244,7 @@ def nodes(
 @click.option("--topic", default="manta/v1/#", show_default=True, help="MQTT topic filter to subscribe to.")
 @click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
 def watch(
-    broker: str,
-    username: str | None,
-    password_file: Path | None,
-    password: str | None,
+    address: BrokerAddress,
     mqtt_version: str,
     topic: str,
     seconds: float | None,
@@ -315,7 +252,6 @@ def watch(
     """Print every protocol message, decoded to one line (binary payloads summarised)."""
     from ..tools.watch import watch as do_watch
 
-    address = broker_address(broker, username, password_file, password)
     stop = threading.Event()
     timer = threading.Timer(seconds or 0, stop.set)
     if seconds:

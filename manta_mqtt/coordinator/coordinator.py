@@ -107,7 +107,7 @@ class Coordinator:
         filters = self._intake.attach(link, self.swarm_id)
         if not link.start():
             store.close()
-            raise ConnectionError(f"cannot connect to the broker at {self.broker}")
+            raise ConnectionError(f"cannot connect to the broker at {self.broker}: {link.failure}")
         if not link.subscribe(filters, wait=10.0):
             link.stop()
             store.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlparse
+
+from .tls import TlsFiles
 
 
 @dataclass(frozen=True, repr=False)
 class BrokerAddress:
-    """Where the broker is: ``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS).
+    """Where the broker is: ``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS), and who
+    we are to it: a password, or a client certificate in ``tls_files`` (with its CA).
 
     Neither ``str()`` nor ``repr()`` shows the password: addresses end up in log lines, error
     messages and the repr of configs that hold one.
@@ -19,6 +22,12 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    tls_files: TlsFiles | None = None  # None with tls: the system's CAs, no client certificate
+
+    def __post_init__(self) -> None:
+        if self.tls_files is not None and not self.tls:
+            # files for TLS on a plaintext URL: the user believes the link is encrypted; it would not be
+            raise ValueError(f"TLS files are given but the broker URL is {self}; use mqtts:// for TLS")
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
@@ -37,16 +46,21 @@ class BrokerAddress:
         )
 
     def with_credentials(self, username: str | None, password: str | None) -> BrokerAddress:
-        return BrokerAddress(self.host, self.port, username or self.username, password or self.password, self.tls)
+        return replace(self, username=username or self.username, password=password or self.password)
+
+    def with_tls(self, files: TlsFiles | None) -> BrokerAddress:
+        """This address with these TLS files; ValueError if it is not an ``mqtts://`` one."""
+        return replace(self, tls_files=files)
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def __repr__(self) -> str:
         hidden = "'***'" if self.password is not None else "None"
+        files = f", tls_files={self.tls_files!r}" if self.tls_files is not None else ""
         return (
             f"BrokerAddress(host={self.host!r}, port={self.port!r}, username={self.username!r}, "
-            f"password={hidden}, tls={self.tls!r})"
+            f"password={hidden}, tls={self.tls!r}{files})"
         )
 
 

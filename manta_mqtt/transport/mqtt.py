@@ -8,12 +8,15 @@ What it adds to paho, and why:
 - a window on unacknowledged QoS 1 publishes, because paho queues without bound and a broker
   drops silently past its per-client queue;
 - the broker's maximum packet size (MQTT 5 CONNACK), which paho ignores, for sizing chunks;
-- handlers that never take the network thread down: an exception is logged and counted.
+- handlers that never take the network thread down: an exception is logged and counted;
+- TLS from the address's files (``BrokerAddress.tls_files``), and a refused handshake or
+  certificate told in words (``failure``), on the first connection and on paho's reconnections.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +29,9 @@ from paho.mqtt.properties import Properties
 
 from ..protocol.limits import PUBLISH_WINDOW
 from .address import BrokerAddress, Will
+from .tls import HandshakeWatch, TlsFileError, TlsFiles, explain_closed, explain_handshake
 
-__all__ = ["VERSIONS", "BrokerAddress", "MqttLink", "Will"]
+__all__ = ["VERSIONS", "BrokerAddress", "MqttLink", "TlsFiles", "Will"]
 
 Handler = Callable[[str, bytes, bool], None]  # topic, payload, retained
 
@@ -50,7 +54,6 @@ class MqttLink:
         session_expiry: int = 3600,  # 0: a clean session, for short-lived tools
         keepalive: int = 30,
         window: int = PUBLISH_WINDOW,
-        tls_ca: str | None = None,
     ) -> None:
         if version not in ("auto", *VERSIONS):
             raise ValueError(f"MQTT version must be auto, 5 or 3.1.1, not {version!r}")
@@ -61,8 +64,8 @@ class MqttLink:
         self.session_expiry = session_expiry
         self.keepalive = keepalive
         self.window = window
-        self.tls_ca = tls_ca
         self.connected = threading.Event()
+        self.failure = ""  # why the last start() failed, in words
         self.protocol: str = ""
         self.max_packet: int | None = None
         self.handler_errors = 0
@@ -77,6 +80,8 @@ class MqttLink:
         self._closing = False
         self._client: paho.Client | None = None
         self._loop_thread: threading.Thread | None = None
+        self._handshake = HandshakeWatch()  # the TLS handshake of the latest attempt (paho's too)
+        self._answered = False  # the latest attempt got a CONNACK
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -101,11 +106,12 @@ class MqttLink:
             probe = min(timeout, 5.0) if len(versions) > 1 and version == "5" else timeout
             accepted, reason = self._try_connect(version, probe)
             if accepted:
-                self.protocol = version
+                self.protocol, self.failure = version, ""
                 log.info("connected to %s as %s (MQTT %s)", self.address, self.client_id, version)
                 return True
             log.info("MQTT %s connection to %s failed: %s", version, self.address, reason)
-            if reason.startswith("unreachable"):
+            self.failure = reason
+            if reason.startswith(("unreachable", "TLS")):  # no other MQTT version will do better
                 break
         return False
 
@@ -120,11 +126,14 @@ class MqttLink:
         if self.address.username:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
-            client.tls_set(ca_certs=self.tls_ca)
+            files = self.address.tls_files
+            client.tls_set_context(self._handshake.install(files.context() if files else ssl.create_default_context()))
         if self.will:
             client.will_set(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
         client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(self.window)
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -133,7 +142,10 @@ class MqttLink:
         return client
 
     def _try_connect(self, version: str, timeout: float) -> tuple[bool, str]:
-        client = self._make_client(version)
+        try:
+            client = self._make_client(version)
+        except TlsFileError as exc:  # a file removed or replaced since it was checked
+            return False, f"TLS: {exc}"
         self._connack = None
         properties = None
         clean_start: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
@@ -150,6 +162,8 @@ class MqttLink:
                 properties=properties,
             )
         except (OSError, ValueError) as exc:
+            if self.address.tls and (self._handshake.error is not None or isinstance(exc, ssl.SSLError)):
+                return False, explain_handshake(exc, self.address.host, self.address.tls_files)
             return False, f"unreachable: {exc}"
         self._client = client
         client.loop_start()
@@ -167,8 +181,33 @@ class MqttLink:
 
     # --- paho callbacks (network thread) -------------------------------------------------
 
+    def _on_pre_connect(self, _c: paho.Client, _u: Any) -> None:
+        self._handshake.reset()
+        self._answered = False
+
+    def _closed_early(self, rc: Any) -> str:
+        """Why the broker closed the connection before its CONNACK."""
+        if self.address.tls:
+            if self._handshake.error is not None:
+                return explain_handshake(self._handshake.error, self.address.host, self.address.tls_files)
+            if self._handshake.completed:
+                return explain_closed(self.address.tls_files)
+            return f"connection closed before CONNACK ({rc})"
+        return f"the broker closed the connection before answering ({rc}); if this is a TLS port, use mqtts://"
+
+    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        """paho's own reconnection failed: say so if it needs a person (TLS), else retry quietly."""
+        error = self._handshake.error
+        if error is not None and not self._closing:
+            log.warning(
+                "reconnecting to %s: %s",
+                self.address,
+                explain_handshake(error, self.address.host, self.address.tls_files),
+            )
+
     def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, props: Any) -> None:
         ok = not rc.is_failure
+        self._answered = True
         with self._cond:
             self._connack = (ok, str(rc))
             self._cond.notify_all()
@@ -184,11 +223,18 @@ class MqttLink:
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self.connected.clear()
+        early = not self._answered
         with self._cond:
             if self._connack is None:
-                self._connack = (False, f"connection closed before CONNACK ({rc})")
+                self._connack = (False, self._closed_early(rc))
                 self._cond.notify_all()
-        if not self._closing and self._connack[0]:
+        if self._closing or not self._connack[0]:
+            return
+        if early and self.address.tls:  # one of paho's reconnections, refused: certificates changed?
+            log.warning("reconnecting to %s: %s", self.address, self._closed_early(rc))
+        elif early:  # the same URL worked before: no TLS hint, and paho retries anyway
+            log.info("reconnecting to %s: connection closed before CONNACK (%s)", self.address, rc)
+        else:
             log.warning("disconnected from %s (%s); paho reconnects with back-off", self.address, rc)
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
