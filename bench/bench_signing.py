@@ -45,7 +45,7 @@ def main() -> None:
     }
     for name, value in results.items():
         print(f"{name:>15}: {value * 1e6:8.1f} µs" if name.endswith("_s") else f"{name:>15}: {value} bytes")
-    write("signing", results)
+    write("signing", [results])
 
 
 if __name__ == "__main__":
