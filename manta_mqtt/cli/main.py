@@ -59,6 +59,12 @@ def cli() -> None:
     show_default=True,
     help="Seconds a node that went offline mid-step has to come back and report before the step goes on without it.",
 )
+@click.option(
+    "--stale-after",
+    default=90.0,
+    show_default=True,
+    help="Seconds without a status from a node (they send one every 30 s) before it counts as gone.",
+)
 @click.option("--summary-json", type=click.Path(path_type=Path), help="Write the run's summary here.")
 @click.option(
     "--signing-key",
@@ -84,6 +90,7 @@ def run(
     seed: int,
     max_iterations: int,
     reconnect_grace: float,
+    stale_after: float,
     summary_json: Path | None,
     signing_key: Path | None,
     resume: Path | None,
@@ -104,6 +111,7 @@ def run(
         seed=seed,
         max_iterations=max_iterations,
         reconnect_grace=reconnect_grace,
+        stale_after=stale_after,
         resume=resume,
         signing_key=signing_key,
     )

@@ -28,6 +28,7 @@ class CoordinatorOptions:
     resume: Path | None = None  # a run directory to continue from its last completed step
     reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
     signing_key: Path | None = None  # the swarm owner's Ed25519 key (manta-mqtt keygen); None: unsigned
+    stale_after: float = 90.0  # a node whose status (a heartbeat every 30 s) stops this long is gone
 
     def timing(self) -> Timing:
         return Timing(
@@ -36,6 +37,7 @@ class CoordinatorOptions:
             wait_nodes=self.wait_nodes,
             min_nodes=self.min_nodes,
             max_iterations=self.max_iterations,
+            stale_after=self.stale_after,
         )
 
 

@@ -17,6 +17,7 @@ class CounterSwarm(Swarm):
         self.set_global("delay", delay)
         self.set_global("crash", None)  # [node id, x]: that node's worker segfaults at that x
         self.set_global("nodes", None)  # nodes to schedule each iteration (default: those that answered)
+        self.set_global("rewrite", None)  # a node id: that node's worker sets globals and stops the swarm
         self.set_global("poison", None)  # a node id: that node's worker sends a result the aggregator raises on
         self.set_global("size", 300_000)  # elements of the "weights" global (8 bytes each)
         self.set_global("weights", np.zeros(300_000, dtype=np.float64))

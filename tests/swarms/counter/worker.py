@@ -23,6 +23,10 @@ class Worker(Task):
         if self.world.globals["poison"] == self.node_id:
             big = {"x": "boom"}  # a compromised node's result: the aggregator raises on it
         self.world.results.add("big", big)
+        if self.world.globals["rewrite"] == self.node_id:  # a compromised node tries to take over
+            self.world.globals["x"] = 1000
+            self.world.globals["rounds"] = 10**9
+            self.world.stop_swarm()
 
 
 def main():
