@@ -58,7 +58,7 @@ class EdgeAgent:
         self.cache = BlobStore(config.data_dir / "cache")
         self.owner = Owner("edge agent")  # the main thread: run(), the pump, the status
         self.inbox: queue.Queue[Event] = queue.Queue()  # any thread puts, the main thread takes
-        self.book = JobBook()  # main thread only (checked)
+        self.book = JobBook(max_queued=config.max_queued)  # main thread only (checked)
         self.heartbeat_seconds = HEARTBEAT_SECONDS
         self._next_heartbeat = 0.0  # main thread only: when to publish the status again
         will = NodeStatus(self.node_id, "offline", sorted(config.datasets), self.session, agent=AGENT)

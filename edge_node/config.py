@@ -23,6 +23,7 @@ inline_limit = 262144              # optional: bytes, >= 0 (default 256 KiB); a 
 
 [tasks]
 timeout = 3600                     # upper bound on any one task run, in seconds
+max_queued = 16                    # optional: assignments held behind the running one; more are refused
 
 [trust]                            # whose assignments this node runs (manta-mqtt keygen prints the line)
 keys = ["ed25519:..."]             # swarm owners' public keys; or key_files = ["/etc/manta/owner.pub"]
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MIN_CHUNK_SIZE
+from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MAX_QUEUED_JOBS, MIN_CHUNK_SIZE
 from manta_mqtt.protocol.signing import Trust, parse_public
 from manta_mqtt.protocol.topics import TopicError, check_id
 from manta_mqtt.transport.credentials import PasswordFileError, read_password_file, shared_warning
@@ -70,6 +71,7 @@ class NodeConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES
     trust: Trust = field(default_factory=lambda: Trust([]))  # by default: runs nothing
+    max_queued: int = MAX_QUEUED_JOBS  # assignments held behind the running one
 
     def override(self, *, broker_url: str | None = None, mqtt_version: str | None = None) -> None:
         """Apply command-line overrides (credentials from the config are kept)."""
@@ -145,6 +147,7 @@ class NodeConfig:
             datasets=datasets,
             mqtt_version=version,
             task_timeout=float(tasks.get("timeout", 3600)),
+            max_queued=_int(tasks, "max_queued", MAX_QUEUED_JOBS, minimum=0, table_name="tasks"),
             chunk_size=_int(broker, "chunk_size", DEFAULT_CHUNK_SIZE, minimum=MIN_CHUNK_SIZE),
             inline_limit=_int(broker, "inline_limit", DEFAULT_INLINE_LIMIT_BYTES, minimum=0),
             trust=_trust(data.get("trust", {}), resolve),
@@ -199,11 +202,12 @@ def _trust(table: Mapping[str, Any], resolve: Callable[[str], Path]) -> Trust:
     return Trust(keys, allow_unsigned=allow)
 
 
-def _int(table: Mapping[str, Any], key: str, default: int, *, minimum: int) -> int:
-    """An integer of the ``[broker]`` table: a typo such as ``"1M"`` or ``1.5`` must not start a node."""
+def _int(table: Mapping[str, Any], key: str, default: int, *, minimum: int, table_name: str = "broker") -> int:
+    """An integer of a table: a typo such as ``"1M"`` or ``1.5`` must not start a node."""
     value = table.get(key, default)
+    what = "an integer number of bytes" if table_name == "broker" else "an integer"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"broker.{key} must be an integer number of bytes, not {value!r}")
+        raise ConfigError(f"{table_name}.{key} must be {what}, not {value!r}")
     if value < minimum:
-        raise ConfigError(f"broker.{key} must be at least {minimum}, not {value}")
+        raise ConfigError(f"{table_name}.{key} must be at least {minimum}, not {value}")
     return value

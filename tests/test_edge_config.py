@@ -62,3 +62,12 @@ def test_a_bad_size_in_a_file_names_the_field(tmp_path: Path) -> None:
     path.write_text('[node]\nid = "pi-1"\n\n[broker]\ninline_limit = -5\n')
     with pytest.raises(ConfigError, match=r"broker\.inline_limit must be at least 0, not -5"):
         NodeConfig.load(path)
+
+
+def test_the_job_queue_bound_is_configurable(tmp_path: Path) -> None:
+    base = {"node": {"id": "n1"}}
+    assert NodeConfig.from_dict(base, tmp_path).max_queued == 16
+    assert NodeConfig.from_dict(base | {"tasks": {"max_queued": 2}}, tmp_path).max_queued == 2
+    for bad in (-1, "16", 1.5, True):
+        with pytest.raises(ConfigError, match="tasks.max_queued"):
+            NodeConfig.from_dict(base | {"tasks": {"max_queued": bad}}, tmp_path)
