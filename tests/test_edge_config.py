@@ -69,5 +69,5 @@ def test_the_job_queue_bound_is_configurable(tmp_path: Path) -> None:
     assert NodeConfig.from_dict(base, tmp_path).max_queued == 16
     assert NodeConfig.from_dict(base | {"tasks": {"max_queued": 2}}, tmp_path).max_queued == 2
     for bad in (-1, "16", 1.5, True):
-        with pytest.raises(ConfigError, match="tasks.max_queued"):
+        with pytest.raises(ConfigError, match=r"tasks\.max_queued"):
             NodeConfig.from_dict(base | {"tasks": {"max_queued": bad}}, tmp_path)

@@ -14,10 +14,12 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..protocol.limits import MAX_NODE_UPLOAD_BYTES, MAX_TOTAL_UPLOAD_BYTES
 from ..protocol.text import printable, printable_logging
 from ..transport.mqtt import BrokerAddress
 from .connect import broker_address, broker_options
 from .keys import keygen
+from .site import site
 
 __all__ = ["broker_address", "broker_options", "cli", "main"]  # broker_address: tests and scripts use it
 
@@ -60,6 +62,18 @@ def cli() -> None:
     help="Seconds a node that went offline mid-step has to come back and report before the step goes on without it.",
 )
 @click.option(
+    "--node-upload-budget",
+    default=MAX_NODE_UPLOAD_BYTES,
+    show_default=True,
+    help="Bytes one node's unfinished uploads may hold on the coordinator; past it its chunks are refused.",
+)
+@click.option(
+    "--upload-budget",
+    default=MAX_TOTAL_UPLOAD_BYTES,
+    show_default=True,
+    help="Bytes all nodes' unfinished uploads may hold on the coordinator together.",
+)
+@click.option(
     "--stale-after",
     default=90.0,
     show_default=True,
@@ -91,6 +105,8 @@ def run(
     max_iterations: int,
     reconnect_grace: float,
     stale_after: float,
+    node_upload_budget: int,
+    upload_budget: int,
     summary_json: Path | None,
     signing_key: Path | None,
     resume: Path | None,
@@ -112,6 +128,8 @@ def run(
         max_iterations=max_iterations,
         reconnect_grace=reconnect_grace,
         stale_after=stale_after,
+        upload_budget_per_node=node_upload_budget,
+        upload_budget_total=upload_budget,
         resume=resume,
         signing_key=signing_key,
     )
@@ -281,6 +299,7 @@ def watch(
 
 
 cli.add_command(keygen)
+cli.add_command(site)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -121,6 +122,16 @@ class MosquittoProcess:
             raise RuntimeError(f"mosquitto -c {self.conf}: {exc}:\n{self.log.read_text(errors='replace')}") from None
         return self
 
+    def reload(self) -> None:
+        """SIGHUP, as ``systemctl reload mosquitto`` sends.
+
+        Mosquitto reloads between passes of its event loop, shortly after, and logs it only at the
+        information level, which the site config does not log: a test waits for the reload's
+        effect, not for this call."""
+        if self.proc is None:
+            raise RuntimeError("mosquitto is not running")
+        self.proc.send_signal(signal.SIGHUP)
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
@@ -133,13 +144,17 @@ class MosquittoProcess:
         self.stop()
 
 
-def site_broker(workdir: Path, etc: Path, *, binary: str | None = None) -> tuple[MosquittoProcess, dict[int, int]]:
+def site_broker(
+    workdir: Path, etc: Path, *, binary: str | None = None, snippet: str | None = None
+) -> tuple[MosquittoProcess, dict[int, int]]:
     """The site config, installed as Debian would: ``etc/conf.d/manta.conf`` of the stock main config.
 
     ``etc`` stands for /etc/mosquitto/ and must hold what broker_config/README.md puts there
-    (``ca/``, ``certs/``, ``manta.passwd``, ``manta.acl``). Changed, and only that: every listener
-    moves to a free port on 127.0.0.1, /etc/mosquitto/ to ``etc``, and the stock file's /run and
-    /var paths to ``workdir``. Returns the process (not started) and {shipped port: port used}.
+    (``ca/``, ``certs/``, ``manta.passwd``, ``manta.acl``). ``snippet``: the conf.d file to run
+    instead of the shipped mosquitto-pi.conf (a site bundle's ``conf.d/manta.conf``). Changed, and
+    only that: every listener moves to a free port on 127.0.0.1, /etc/mosquitto/ to ``etc``, and
+    the stock file's /run and /var paths to ``workdir``. Returns the process (not started) and
+    {shipped port: port used}.
     """
     ports: dict[int, int] = {}
 
@@ -147,9 +162,10 @@ def site_broker(workdir: Path, etc: Path, *, binary: str | None = None) -> tuple
         ports[int(match.group(1))] = free_port()
         return f"listener {ports[int(match.group(1))]} 127.0.0.1"
 
-    snippet = re.sub(r"^listener (\d+) \S+$", listener, SITE_CONFIG.read_text(), flags=re.M)
+    text = SITE_CONFIG.read_text() if snippet is None else snippet
+    adapted = re.sub(r"^listener (\d+) \S+$", listener, text, flags=re.M)
     (etc / "conf.d").mkdir(parents=True, exist_ok=True)
-    (etc / "conf.d" / "manta.conf").write_text(snippet.replace("/etc/mosquitto/", f"{etc}/"))
+    (etc / "conf.d" / "manta.conf").write_text(adapted.replace("/etc/mosquitto/", f"{etc}/"))
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     main = (
         DEBIAN_MAIN_CONFIG.replace("/run/mosquitto/", f"{workdir}/")

@@ -73,6 +73,7 @@ def make_ca(name: str, days: int = 3650) -> Identity:
         .not_valid_after(_now() + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return Identity(key, cert)
@@ -94,6 +95,9 @@ def issue(ca: Identity, common_name: str, *, server_names: Iterable[str] = (), d
         .not_valid_after(_now() + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        # key identifiers: what Python 3.13's strict verification (VERIFY_X509_STRICT) asks of a chain
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
     )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
@@ -107,13 +111,17 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def revocation_list(ca: Identity, serials: Iterable[int], days: int = DAYS) -> bytes:
-    """A CRL (PEM) revoking ``serials``: Mosquitto's ``crlfile`` refuses those certificates."""
+def revocation_list(ca: Identity, serials: Iterable[int], days: int | None = DAYS) -> bytes:
+    """A CRL (PEM) revoking ``serials``: Mosquitto's ``crlfile`` refuses those certificates.
+
+    Valid ``days``, or (None) until the CA itself expires: once a CRL is past its next update,
+    OpenSSL refuses every certificate of that CA, so a site's CRL must not expire before it."""
+    until = ca.cert.not_valid_after_utc if days is None else _now() + datetime.timedelta(days=days)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
         .last_update(_now() - datetime.timedelta(minutes=5))
-        .next_update(_now() + datetime.timedelta(days=days))
+        .next_update(until)
     )
     for serial in sorted(set(serials)):
         revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(_now()).build()
