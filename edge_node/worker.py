@@ -134,9 +134,7 @@ class Worker:
             self._publish_result(a, host, TaskOutcome(False, str(exc)))  # the coordinator shows why
             return
         log.info("running %s iteration %d of swarm %s", a.task, a.iteration, a.swarm)
-        missing = self.fetcher.fetch(
-            a.swarm, [a.code.sha, *a.global_refs.values()], timeout=min(a.timeout, BLOB_FETCH_TIMEOUT_SECONDS)
-        )
+        missing = self.fetcher.fetch(a.swarm, a.blobs, min(a.timeout, BLOB_FETCH_TIMEOUT_SECONDS), a.sizes)
         if job.cancel.is_set():
             outcome = TaskOutcome(False, "cancelled")
         elif missing:

@@ -56,6 +56,10 @@ class BlobStore:
     def get(self, sha: str) -> bytes:
         return self.path(sha).read_bytes()
 
+    def sizes(self, shas: list[str]) -> dict[str, int]:
+        """The size in bytes of each of ``shas`` that is stored."""
+        return {sha: self.path(sha).stat().st_size for sha in shas if sha in self}
+
     def put(self, data: bytes | bytearray | memoryview, sha: str | None = None) -> str:
         """Store ``data``; when ``sha`` is given it must match (the bytes came from the network)."""
         actual = sha256(data)

@@ -23,6 +23,7 @@ from manta_mqtt.coordinator.engine import (
 from manta_mqtt.coordinator.engine import actions as act
 from manta_mqtt.protocol import codec
 from manta_mqtt.protocol.chunking import sha256
+from manta_mqtt.protocol.limits import MAX_NODE_RESULT_BYTES, MAX_TOTAL_RESULT_BYTES
 from manta_mqtt.protocol.messages import BlobRef, CodeRef, NodeStatus, ResultEnvelope, Value
 from manta_mqtt.swarm import Module, Task
 from manta_mqtt.swarm.graph import SwarmGraph
@@ -59,11 +60,13 @@ class World:
     resumed: dict[str, float] | None = None
     now: float = 1000.0
     log: list[act.Action] = field(default_factory=list)
+    result_bytes: tuple[int, int] = (MAX_NODE_RESULT_BYTES, MAX_TOTAL_RESULT_BYTES)  # per node, total
 
     def __post_init__(self) -> None:
         code = {alias: CodeRef(blob(f"code-{alias}"), "main") for alias in self.graph.tasks}
         start = self.checkpoint or Checkpoint(iteration=0, starts=self.graph.roots(), global_refs=dict(INITIAL))
-        self.engine = Engine(Plan(SWARM, self.graph, code, self.timing), start, resumed=self.resumed)
+        plan = Plan(SWARM, self.graph, code, self.timing, *self.result_bytes)
+        self.engine = Engine(plan, start, resumed=self.resumed)
 
     def start(self) -> list[act.Action]:
         out = self.engine.start(self.now)
@@ -107,6 +110,7 @@ class World:
         missing: Sequence[str] = (),
         swarm: str = SWARM,
         after: float = 0.0,
+        size: int = 0,
     ) -> list[act.Action]:
         it = self.engine.iteration if iteration is None else iteration
         values = {"metrics": codec.encode({"acc": 0.5})} if results is None else results
@@ -124,7 +128,7 @@ class World:
             "boom" if status == "failed" else "",
             1.5,
         )
-        return self.feed(EnvelopeArrived(topic or node, e, frozenset(missing)), after)
+        return self.feed(EnvelopeArrived(topic or node, e, frozenset(missing), size), after)
 
     def uploaded(self, sha: str) -> list[act.Action]:
         return self.feed(UploadCompleted(sha))

@@ -72,6 +72,20 @@ def test_node_status_round_trips(node):
     assert topics.parse(topic) == Topic(Kind.NODE_STATUS, node=node)
 
 
+@given(node=valid_ids)
+def test_node_log_round_trips(node):
+    topic = topics.node_log(node)
+    assert topic == f"{ROOT}/nodes/{node}/log"
+    assert topics.parse(topic) == Topic(Kind.NODE_LOG, node=node)
+
+
+@given(swarm=valid_ids)
+def test_swarm_control_round_trips(swarm):
+    topic = topics.swarm_control(swarm)
+    assert topic == f"{ROOT}/swarms/{swarm}/control"
+    assert topics.parse(topic) == Topic(Kind.SWARM_CONTROL, swarm=swarm)
+
+
 @given(swarm=valid_ids)
 def test_swarm_state_round_trips(swarm):
     """swarms/{swarm}/state parses back to SWARM_STATE with the same swarm id."""

@@ -14,7 +14,12 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..protocol.limits import MAX_NODE_UPLOAD_BYTES, MAX_TOTAL_UPLOAD_BYTES
+from ..protocol.limits import (
+    MAX_NODE_RESULT_BYTES,
+    MAX_NODE_UPLOAD_BYTES,
+    MAX_TOTAL_RESULT_BYTES,
+    MAX_TOTAL_UPLOAD_BYTES,
+)
 from ..protocol.text import printable, printable_logging
 from ..transport.mqtt import BrokerAddress
 from .connect import broker_address, broker_options
@@ -74,6 +79,19 @@ def cli() -> None:
     help="Bytes all nodes' unfinished uploads may hold on the coordinator together.",
 )
 @click.option(
+    "--node-result-budget",
+    default=MAX_NODE_RESULT_BYTES,
+    show_default=True,
+    help="Bytes of one node's result envelopes held before they are judged (queued, or before their step "
+    "opens); past it they are refused.",
+)
+@click.option(
+    "--result-budget",
+    default=MAX_TOTAL_RESULT_BYTES,
+    show_default=True,
+    help="Bytes of all nodes' result envelopes held before they are judged, in each place.",
+)
+@click.option(
     "--stale-after",
     default=90.0,
     show_default=True,
@@ -107,6 +125,8 @@ def run(
     stale_after: float,
     node_upload_budget: int,
     upload_budget: int,
+    node_result_budget: int,
+    result_budget: int,
     summary_json: Path | None,
     signing_key: Path | None,
     resume: Path | None,
@@ -130,6 +150,8 @@ def run(
         stale_after=stale_after,
         upload_budget_per_node=node_upload_budget,
         upload_budget_total=upload_budget,
+        result_budget_per_node=node_result_budget,
+        result_budget_total=result_budget,
         resume=resume,
         signing_key=signing_key,
     )

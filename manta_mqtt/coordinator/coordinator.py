@@ -71,6 +71,7 @@ class Coordinator:
         self._owner_key = OwnerKey.load(self.options.signing_key) if self.options.signing_key else None
         self._assignment: Assignment | None = None  # the last one sent, and its encoding per node
         self._encodings: dict[str, bytes] = {}
+        self._sized: Assignment | None = None  # the last one, with its blob sizes
         self._store: RunStore | None = None
         self._link: MqttLink | None = None
         self._publisher: BlobPublisher | None = None
@@ -102,7 +103,12 @@ class Coordinator:
             max_bytes_total=options.upload_budget_total,
             on_reject=self.reject,
         )
-        self._intake = Intake(self.reject, uploads)
+        self._intake = Intake(
+            self.reject,
+            uploads,
+            bytes_per_node=options.result_budget_per_node,
+            bytes_total=options.result_budget_total,
+        )
         link = self._link = MqttLink(f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version)
         filters = self._intake.attach(link, self.swarm_id)
         if not link.start():
@@ -161,7 +167,10 @@ class Coordinator:
             refs = {tag: store.put_value(codec.encode(value)) for tag, value in self.swarm.globals.items()}
             store.set_meta("initial_globals", refs)
             checkpoint = eng.Checkpoint(iteration=0, starts=self.graph.roots(), global_refs=refs)
-        plan = eng.Plan(self.swarm_id, self.graph, code, self.options.timing())
+        opts = self.options
+        plan = eng.Plan(
+            self.swarm_id, self.graph, code, opts.timing(), opts.result_budget_per_node, opts.result_budget_total
+        )
         return eng.Engine(plan, checkpoint, seed=self.options.seed, resumed=resumed)
 
     def _pump(self, engine: eng.Engine) -> tuple[eng.RunState, str]:
@@ -172,7 +181,7 @@ class Coordinator:
             timer = engine.next_timer()
             wait = MAX_WAIT if timer is None else min(MAX_WAIT, max(0.0, timer - time.monotonic()))
             try:
-                event = self._event(self._intake.events.get(timeout=wait))
+                event = self._event(self._intake.next(timeout=wait))
             except queue.Empty:
                 event = eng.Tick()
             self._carry_out(engine.handle(event, time.monotonic()))
@@ -185,7 +194,7 @@ class Coordinator:
         e = received.envelope
         refs = [v.sha for v in (*e.results.values(), *e.global_writes.values()) if isinstance(v, BlobRef)]
         missing = frozenset(sha for sha in refs if sha not in self._store.blobs)
-        return eng.EnvelopeArrived(received.node, e, missing)
+        return eng.EnvelopeArrived(received.node, e, missing, received.size)
 
     # --- carrying out actions ------------------------------------------------------------------
 
@@ -245,13 +254,17 @@ class Coordinator:
         return None
 
     def _encoded(self, assignment: Assignment, node: str) -> bytes:
-        """Signed for ``node`` (when we have a key), encoded once: an assignment sent again (the
+        """With the size of each blob it needs (a node refuses a blob declaring another size),
+        signed for ``node`` (when we have a key), encoded once: an assignment sent again (the
         node came back) is the same object."""
         if assignment is not self._assignment:
+            assert self._store is not None
             self._assignment, self._encodings = assignment, {}
+            self._sized = assignment.with_sizes(self._store.blobs.sizes(assignment.blobs))
         if node not in self._encodings:
-            signed = self._owner_key.sign(node, assignment) if self._owner_key else assignment
-            self._encodings[node] = signed.to_bytes()
+            sized = self._sized
+            assert sized is not None
+            self._encodings[node] = (self._owner_key.sign(node, sized) if self._owner_key else sized).to_bytes()
         return self._encodings[node]
 
     def _run_local(self, action: act.RunLocal) -> eng.TaskFinished:

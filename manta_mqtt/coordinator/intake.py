@@ -1,18 +1,23 @@
 """The coordinator's side of paho's network thread: parse, bound and queue; decide nothing.
 
-Threads: paho's network thread runs every method here and owns the :class:`UploadReceiver`
-(upload chunks are reassembled right here, a memory copy each, and stalled uploads are swept
-here too). The main thread only takes items from :attr:`Intake.events`.
+Threads: paho's network thread runs every method here but :meth:`Intake.next` and owns the
+:class:`UploadReceiver` (upload chunks are reassembled right here, a memory copy each, and
+stalled uploads are swept here too). The main thread only calls :meth:`Intake.next`. The queue
+between them is bounded in bytes of envelopes, per node and in total (the main thread may be
+busy for minutes running an aggregator); that budget is the one thing both threads touch, under
+a lock.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from dataclasses import dataclass
 
 from ..protocol import topics
-from ..protocol.limits import MAX_ENVELOPE_BYTES
+from ..protocol.budget import SenderBudget
+from ..protocol.limits import MAX_ENVELOPE_BYTES, MAX_NODE_RESULT_BYTES, MAX_TOTAL_RESULT_BYTES
 from ..protocol.messages import NodeStatus, ProtocolError, ResultEnvelope
 from ..protocol.rejections import Rejections
 from ..transport.blobs import UploadReceiver
@@ -28,17 +33,35 @@ class ReceivedEnvelope:
 
     node: str
     envelope: ResultEnvelope
+    size: int  # bytes, as received
 
 
 Received = StatusChanged | ReceivedEnvelope | UploadCompleted
 
 
 class Intake:
-    def __init__(self, reject: Rejections, uploads: UploadReceiver) -> None:
+    def __init__(
+        self,
+        reject: Rejections,
+        uploads: UploadReceiver,
+        *,
+        bytes_per_node: int = MAX_NODE_RESULT_BYTES,
+        bytes_total: int = MAX_TOTAL_RESULT_BYTES,
+    ) -> None:
         self.reject = reject  # thread-safe
-        self.events: queue.Queue[Received] = queue.Queue()  # the hand-off to the main thread
+        self._events: queue.Queue[Received] = queue.Queue()  # the hand-off to the main thread
+        self._queued = SenderBudget(per_sender=bytes_per_node, total=bytes_total)  # envelopes in _events
+        self._lock = threading.Lock()  # guards _queued
         self._uploads = uploads  # owned by the network thread
         self._swept = time.monotonic()
+
+    def next(self, timeout: float) -> Received:
+        """The next item, for the main thread; raises ``queue.Empty`` after ``timeout`` seconds."""
+        item = self._events.get(timeout=timeout)
+        if isinstance(item, ReceivedEnvelope):
+            with self._lock:
+                self._queued.give_back(item.node, item.size)
+        return item
 
     def attach(self, link: MqttLink, swarm: str) -> list[str]:
         """Route this swarm's topics to us; return the filters to subscribe to."""
@@ -67,7 +90,7 @@ class Intake:
         if status.node != parsed.node:
             self.reject("forged", f"status on {topic} claims node {status.node!r}")
             return
-        self.events.put(StatusChanged(status))
+        self._events.put(StatusChanged(status))
 
     def on_results(self, topic: str, payload: bytes, _retained: bool) -> None:
         self._sweep()
@@ -85,7 +108,12 @@ class Intake:
         except ProtocolError as exc:
             self.reject("malformed", f"results from {node}: {exc}")
             return
-        self.events.put(ReceivedEnvelope(node, envelope))
+        with self._lock:
+            why = self._queued.take(node, len(payload))
+        if why:
+            self.reject("overflow", f"results from {node} while the coordinator is busy: {why}")
+            return
+        self._events.put(ReceivedEnvelope(node, envelope, len(payload)))
 
     def on_upload(self, topic: str, payload: bytes, _retained: bool) -> None:
         self._sweep()
@@ -97,4 +125,4 @@ class Intake:
         assert parsed.node and parsed.sha and parsed.index is not None
         sha = self._uploads.receive(parsed.node, parsed.sha, parsed.index, payload)
         if sha is not None:
-            self.events.put(UploadCompleted(sha))
+            self._events.put(UploadCompleted(sha))

@@ -7,7 +7,14 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..protocol.limits import DEFAULT_CHUNK_SIZE, MAX_BLOB_BYTES, MAX_NODE_UPLOAD_BYTES, MAX_TOTAL_UPLOAD_BYTES
+from ..protocol.limits import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_BLOB_BYTES,
+    MAX_NODE_RESULT_BYTES,
+    MAX_NODE_UPLOAD_BYTES,
+    MAX_TOTAL_RESULT_BYTES,
+    MAX_TOTAL_UPLOAD_BYTES,
+)
 from .engine import Timing
 
 
@@ -25,6 +32,8 @@ class CoordinatorOptions:
     max_upload: int = MAX_BLOB_BYTES
     upload_budget_per_node: int = MAX_NODE_UPLOAD_BYTES  # bytes held in one node's incomplete uploads
     upload_budget_total: int = MAX_TOTAL_UPLOAD_BYTES  # ... in all nodes' together
+    result_budget_per_node: int = MAX_NODE_RESULT_BYTES  # envelopes held unjudged, for one node
+    result_budget_total: int = MAX_TOTAL_RESULT_BYTES  # ... for all nodes together
     resume: Path | None = None  # a run directory to continue from its last completed step
     reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
     signing_key: Path | None = None  # the swarm owner's Ed25519 key (manta-mqtt keygen); None: unsigned

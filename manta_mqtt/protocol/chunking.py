@@ -13,6 +13,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .budget import SenderBudget
 from .limits import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
 from .limits import MIN_CHUNK_SIZE as MIN_CHUNK_SIZE
 
@@ -173,14 +174,17 @@ class AssemblerPool:
         self.max_bytes_total = max_bytes_total
         self._open: OrderedDict[tuple[str, str], _Partial] = OrderedDict()  # least recently fed first
         self._count: Counter[str] = Counter()  # open blobs by sender
-        self._held: Counter[str] = Counter()  # bytes charged by sender
-        self.held_total = 0
+        self._bytes = SenderBudget(per_sender=max_bytes_per_sender, total=max_bytes_total)
 
     def __len__(self) -> int:
         return len(self._open)
 
+    @property
+    def held_total(self) -> int:
+        return self._bytes.held_total
+
     def held_by(self, sender: str) -> int:
-        return self._held[sender]
+        return self._bytes.held_by(sender)
 
     def open_by(self, sender: str) -> int:
         return self._count[sender]
@@ -201,10 +205,8 @@ class AssemblerPool:
         else:
             cost = 0 if partial.assembler.has(index) else len(data)
         try:
-            if self._held[sender] + cost > self.max_bytes_per_sender:
-                raise OverBudget(f"{sender} would hold more than {self.max_bytes_per_sender} bytes")
-            if self.held_total + cost > self.max_bytes_total:
-                raise OverBudget(f"incomplete blobs would hold more than {self.max_bytes_total} bytes")
+            if why := self._bytes.take(sender, cost):
+                raise OverBudget(why)
             self._charge(key, partial, cost, now)
             blob = partial.assembler.add(info, index, data)
         except ChunkError:
@@ -231,10 +233,9 @@ class AssemblerPool:
             return
         sender = partial.sender
         self._count[sender] -= 1
-        self._held[sender] -= partial.held
-        self.held_total -= partial.held
-        if not self._count[sender]:  # the counters stay as small as the open blobs
-            del self._count[sender], self._held[sender]
+        self._bytes.give_back(sender, partial.held)
+        if not self._count[sender]:  # the counter stays as small as the open blobs
+            del self._count[sender]
 
     def _charge(self, key: tuple[str, str], partial: _Partial, cost: int, now: float) -> None:
         if key not in self._open:
@@ -243,5 +244,3 @@ class AssemblerPool:
         self._open.move_to_end(key)
         partial.seen = now
         partial.held += cost
-        self._held[partial.sender] += cost
-        self.held_total += cost

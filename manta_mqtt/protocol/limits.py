@@ -96,6 +96,17 @@ UPLOAD_STALL_SECONDS = 600
 #: ``overflow``.
 MAX_EARLY_RESULTS = 10_000
 
+#: Bytes of result envelopes (as received) the coordinator holds for one node before judging them,
+#: in each of two places: queued between its network and main threads (e.g. while an aggregator
+#: runs), and kept until their step opens. Enforced by the coordinator's intake and its engine
+#: (``manta-mqtt run --node-result-budget``); the envelope past it is dropped and counted
+#: ``overflow``; other nodes' go on. Twice ``MAX_ENVELOPE_BYTES``, so a full-size one always fits.
+MAX_NODE_RESULT_BYTES = 128 * MiB
+
+#: Bytes of result envelopes held for all nodes together, in each of the same two places. Enforced
+#: like ``MAX_NODE_RESULT_BYTES`` (``manta-mqtt run --result-budget``).
+MAX_TOTAL_RESULT_BYTES = 1 * GiB
+
 #: Assignments a node holds queued behind the running one. Enforced by the node's job book; one
 #: more is dropped and counted ``overflow`` (never run); the running job is unaffected.
 MAX_QUEUED_JOBS = 16

@@ -44,8 +44,18 @@ def node_status(node: str) -> str:
     return f"{ROOT}/nodes/{check_id(node, 'node id')}/status"
 
 
+def node_log(node: str) -> str:
+    """A node's warnings, errors and failed tasks' stderr tails (not retained, rate-limited)."""
+    return f"{ROOT}/nodes/{check_id(node, 'node id')}/log"
+
+
 def swarm_state(swarm: str) -> str:
     return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/state"
+
+
+def swarm_control(swarm: str) -> str:
+    """Operators' requests to a swarm's coordinator (e.g. stop); only operators may publish here."""
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/control"
 
 
 def blob_meta(swarm: str, sha: str) -> str:
@@ -82,6 +92,10 @@ def all_node_status() -> str:
     return f"{ROOT}/nodes/+/status"
 
 
+def all_node_logs() -> str:
+    return f"{ROOT}/nodes/+/log"
+
+
 def all_swarm_states() -> str:
     return f"{ROOT}/swarms/+/state"
 
@@ -107,7 +121,9 @@ def everything() -> str:
 
 class Kind(Enum):
     NODE_STATUS = "node_status"
+    NODE_LOG = "node_log"
     SWARM_STATE = "swarm_state"
+    SWARM_CONTROL = "swarm_control"
     BLOB_META = "blob_meta"
     BLOB_CHUNK = "blob_chunk"
     ASSIGNMENT = "assignment"
@@ -141,8 +157,12 @@ def parse(topic: str) -> Topic:
     match parts:
         case ["nodes", node, "status"]:
             return Topic(Kind.NODE_STATUS, node=check_id(node, "node id"))
+        case ["nodes", node, "log"]:
+            return Topic(Kind.NODE_LOG, node=check_id(node, "node id"))
         case ["swarms", swarm, "state"]:
             return Topic(Kind.SWARM_STATE, swarm=check_id(swarm, "swarm id"))
+        case ["swarms", swarm, "control"]:
+            return Topic(Kind.SWARM_CONTROL, swarm=check_id(swarm, "swarm id"))
         case ["swarms", swarm, "blobs", sha]:
             return Topic(Kind.BLOB_META, swarm=check_id(swarm, "swarm id"), sha=check_sha(sha))
         case ["swarms", swarm, "blobs", sha, index]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..blobstore import BlobStore
@@ -114,6 +114,12 @@ class _Transfer:
     requested: set[int] = field(default_factory=set)
     next_index: int = 0
     error: str = ""
+    size: int | None = None  # as the assignment announced it, if it did
+
+    def check(self, info: BlobInfo) -> None:
+        """Refuse a meta or chunk declaring another size than announced, before allocating anything."""
+        if self.size is not None and info.size != self.size:
+            raise ChunkError(f"declares {info.size} bytes; the assignment announced {self.size}")
 
 
 class BlobFetcher:
@@ -151,13 +157,18 @@ class BlobFetcher:
         if filters:
             self.link.subscribe(filters)
 
-    def fetch(self, swarm: str, shas: list[str], timeout: float) -> list[str]:
-        """Make every blob of ``shas`` available locally; return those that could not be had."""
+    def fetch(self, swarm: str, shas: list[str], timeout: float, sizes: Mapping[str, int] | None = None) -> list[str]:
+        """Make every blob of ``shas`` available locally; return those that could not be had.
+
+        ``sizes``: what the (signed) assignment announced; a meta or chunk declaring another
+        size is refused (``bad_chunk``) and the transfer waits for the right one."""
         wanted = [sha for sha in dict.fromkeys(shas) if sha not in self.store]
         transfers = []
         with self._lock:
             for sha in wanted:
                 transfer = self._transfers.setdefault(sha, _Transfer(swarm, sha))
+                if sizes and sha in sizes and transfer.assembler is None:
+                    transfer.size = sizes[sha]
                 transfers.append(transfer)
         filters = []
         for transfer in transfers:  # the meta, and the first window of chunks: one round trip
@@ -212,6 +223,7 @@ class BlobFetcher:
     def _on_meta(self, transfer: _Transfer, meta: BlobMeta) -> None:
         if meta.info.sha != transfer.sha:
             raise ProtocolError("meta describes another blob than its topic")
+        transfer.check(meta.info)
         if meta.inline is not None:
             self.store.put(meta.inline, transfer.sha)
             transfer.done.set()
@@ -223,6 +235,7 @@ class BlobFetcher:
     def _on_chunk(self, transfer: _Transfer, chunk: Chunk) -> None:
         if chunk.info.sha != transfer.sha:
             raise ProtocolError("chunk describes another blob than its topic")
+        transfer.check(chunk.info)
         if transfer.assembler is None:  # chunks describe their blob: no need to wait for the meta
             transfer.assembler = Assembler(chunk.info, self.max_size)
         blob = transfer.assembler.add(chunk.info, chunk.index, chunk.data)

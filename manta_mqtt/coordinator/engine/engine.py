@@ -112,7 +112,7 @@ class Engine:
         if isinstance(event, StatusChanged):
             self._on_status(event.status, now)
         elif isinstance(event, EnvelopeArrived):
-            self.nodes.envelope(event.node, event.envelope, set(event.missing))
+            self.nodes.envelope(event.node, event.envelope, set(event.missing), event.size)
         elif isinstance(event, UploadCompleted):
             self.nodes.uploaded(event.sha)
         elif isinstance(event, TaskFinished):

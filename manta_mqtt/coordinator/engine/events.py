@@ -29,6 +29,7 @@ class EnvelopeArrived:
     node: str
     envelope: ResultEnvelope
     missing: frozenset[str] = frozenset()
+    size: int = 0  # its bytes as received: what holding it costs
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ...protocol.budget import SenderBudget
 from ...protocol.messages import GlobalRefs, NodeStatus, ResultEnvelope
 from ...swarm.graph import Task
 from . import actions as act
@@ -67,7 +68,8 @@ class NodeSteps:
         self.run = run
         self._save = save  # the engine's checkpoint, taken once the step is open
         self.step: NodeStep | None = None
-        self._early = EarlyResults()
+        plan = run.plan
+        self._early = EarlyResults(SenderBudget(per_sender=plan.result_bytes_per_node, total=plan.result_bytes_total))
         self._late = LateResults()
 
     def open(
@@ -103,7 +105,7 @@ class NodeSteps:
         for node in step.round.missing:
             run.emit(act.Assign(node, step.assignment))
         for early in self._early.drain():
-            self.envelope(early.node, early.envelope, early.missing)
+            self.envelope(early.node, early.envelope, early.missing, early.size)
 
     def settle(self, now: float) -> Closed | Failed | None:
         """End the open step when its rules say so: proceed, retry, or fail (None: it goes on)."""
@@ -165,13 +167,14 @@ class NodeSteps:
             # in its outbox sends it, one that is still working ignores the duplicate
             self.run.emit(act.Assign(node, step.assignment))
 
-    def envelope(self, node: str, e: ResultEnvelope, missing: set[str]) -> None:
-        """Judge a result that came on ``results/{node}``; ``missing``: its uploads not yet here."""
+    def envelope(self, node: str, e: ResultEnvelope, missing: set[str], size: int) -> None:
+        """Judge a result that came on ``results/{node}``; ``missing``: its uploads not yet here;
+        ``size``: its bytes as received."""
         run, step = self.run, self.step
         if e.swarm != run.plan.swarm:
             return run.emit(act.Reject("unknown_swarm", f"results from {node} for swarm {e.swarm!r}"))
         if step is None and e.iteration == run.iteration and e.node == node and not self._late.closed_step(e):
-            return self._early.keep(node, e, missing, run.out)  # judged when its step opens
+            return self._early.keep(node, e, missing, size, run.out)  # judged when its step opens
         verdict = step.round.judge(e, node) if step is not None else Verdict.LATE
         if verdict is Verdict.LATE and e.node == node:
             return self._late.take(e, missing, run.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ...protocol.limits import MAX_NODE_RESULT_BYTES, MAX_TOTAL_RESULT_BYTES
 from ...protocol.messages import CodeRef
 from ...swarm.graph import SwarmGraph
 
@@ -25,3 +26,5 @@ class Plan:
     graph: SwarmGraph
     code: Mapping[str, CodeRef]  # task alias -> its code bundle
     timing: Timing = Timing()
+    result_bytes_per_node: int = MAX_NODE_RESULT_BYTES  # held for results whose step is not open
+    result_bytes_total: int = MAX_TOTAL_RESULT_BYTES

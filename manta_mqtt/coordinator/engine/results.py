@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...protocol.budget import SenderBudget
 from ...protocol.chunking import sha256
 from ...protocol.limits import MAX_EARLY_RESULTS
 from ...protocol.messages import BlobRef, GlobalRefs, ResultEnvelope, Value
@@ -75,20 +76,25 @@ class Early:
     node: str  # the topic it came on
     envelope: ResultEnvelope
     missing: set[str]  # its uploads not stored yet
+    size: int  # bytes, as received
 
 
 class EarlyResults:
     """Results for the current iteration that came while no node step was open; they are
-    judged when the next step opens. Bounded: past ``MAX_EARLY_RESULTS`` they are refused."""
+    judged when the next step opens. Bounded: ``MAX_EARLY_RESULTS`` of them, and bytes per node
+    and in total (``budget``); past a bound they are refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: SenderBudget) -> None:
         self._kept: list[Early] = []
+        self._budget = budget
 
-    def keep(self, node: str, e: ResultEnvelope, missing: set[str], out: list[act.Action]) -> None:
+    def keep(self, node: str, e: ResultEnvelope, missing: set[str], size: int, out: list[act.Action]) -> None:
         if len(self._kept) >= MAX_EARLY_RESULTS:
             out.append(act.Reject("overflow", f"results from {node}: too many before their step opened"))
+        elif why := self._budget.take(node, size):
+            out.append(act.Reject("overflow", f"results from {node} before their step opened: {why}"))
         else:
-            self._kept.append(Early(node, e, missing))
+            self._kept.append(Early(node, e, missing, size))
 
     def uploaded(self, sha: str) -> None:
         for entry in self._kept:
@@ -96,6 +102,8 @@ class EarlyResults:
 
     def drain(self) -> list[Early]:
         kept, self._kept = self._kept, []
+        for entry in kept:
+            self._budget.give_back(entry.node, entry.size)
         return kept
 
 

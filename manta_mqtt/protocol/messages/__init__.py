@@ -5,13 +5,15 @@ messages are JSON so that ``mosquitto_sub`` and MQTT Explorer show them as text.
 raises :class:`ProtocolError` for anything that is not exactly a v1 message: callers log it,
 count it and drop it.
 
-By purpose: ``fields`` (version, error, field readers), ``status`` (JSON, retained), ``blobs``
+By purpose: ``fields`` (version, error, field readers), ``status`` (JSON, retained), ``control``
+(JSON, an operator's request to a coordinator), ``blobs``
 (blob meta and chunks), ``work`` (assignments and result envelopes). Import from here.
 """
 
 from __future__ import annotations
 
 from .blobs import BlobMeta, Chunk
+from .control import ControlCommand, SwarmControl
 from .fields import VERSION, ProtocolError
 from .status import NodeState, NodeStatus, SwarmState
 from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, RunStatus, Signature, Value
@@ -23,6 +25,7 @@ __all__ = [
     "BlobRef",
     "Chunk",
     "CodeRef",
+    "ControlCommand",
     "GlobalRefs",
     "NodeState",
     "NodeStatus",
@@ -30,6 +33,7 @@ __all__ = [
     "ResultEnvelope",
     "RunStatus",
     "Signature",
+    "SwarmControl",
     "SwarmState",
     "Value",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast, get_args
 
 from .. import codec
-from ..limits import MAX_TASK_TIMEOUT_SECONDS
+from ..limits import MAX_BLOB_BYTES, MAX_TASK_TIMEOUT_SECONDS
 from .fields import VERSION, ProtocolError, _choice, _finite, _get, _id, _load_msgpack, _nonneg, _sha, _str_list
 
 RunStatus = Literal["ok", "failed"]  # how a task run ended
@@ -50,6 +50,11 @@ class Assignment:
 
     ``signature``: the swarm owner's, for the addressed node (:mod:`..signing`); wire key ``sig``,
     present only on signed assignments.
+
+    ``sizes``: the size in bytes of each blob it refers to (code and globals), by sha256, so a
+    node refuses a blob meta or chunk that declares another size before it fetches anything;
+    covered by the signature. Omitted from the wire when empty (a coordinator that does not
+    announce sizes); a node then checks only the sha256 of what it reassembled.
     """
 
     swarm: str
@@ -61,8 +66,10 @@ class Assignment:
     datasets: list[str]
     timeout: float
     signature: Signature | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def _fields(self) -> dict[str, Any]:
+        sizes = {"sizes": dict(sorted(self.sizes.items()))} if self.sizes else {}
         return {
             "v": VERSION,
             "swarm": self.swarm,
@@ -73,7 +80,7 @@ class Assignment:
             "globals": self.global_refs,
             "datasets": self.datasets,
             "timeout": self.timeout,
-        }
+        } | sizes
 
     def to_bytes(self) -> bytes:
         fields = self._fields()
@@ -90,6 +97,14 @@ class Assignment:
     def with_signature(self, signature: Signature) -> Assignment:
         return dataclasses.replace(self, signature=signature)
 
+    def with_sizes(self, sizes: dict[str, int]) -> Assignment:
+        return dataclasses.replace(self, sizes=dict(sizes))
+
+    @property
+    def blobs(self) -> list[str]:
+        """The sha256 of every blob it needs: its code, then its globals."""
+        return [self.code.sha, *self.global_refs.values()]
+
     @property
     def key(self) -> tuple[str, int, str]:
         return (self.swarm, self.iteration, self.task)
@@ -105,17 +120,32 @@ class Assignment:
         timeout = _finite(data, "timeout")
         if not 0 < timeout <= MAX_TASK_TIMEOUT_SECONDS:
             raise ProtocolError(f"timeout {timeout} out of range")
+        code = CodeRef.from_dict(_get(data, "code", dict))
+        sizes = _sizes(_get(data, "sizes", dict, {}), {code.sha, *globals_.values()})
         return cls(
             swarm=_id(data, "swarm"),
             iteration=_nonneg(data, "iteration"),
             task=_id(data, "task"),
             attempt=_nonneg(data, "attempt", 0),
-            code=CodeRef.from_dict(_get(data, "code", dict)),
+            code=code,
             global_refs=dict(globals_),
             datasets=_str_list(data, "datasets", []),
             timeout=float(timeout),
             signature=Signature.from_wire(data["sig"]) if "sig" in data else None,
+            sizes=sizes,
         )
+
+
+def _sizes(data: dict[Any, Any], blobs: set[str]) -> dict[str, int]:
+    """Announced blob sizes: only for blobs the assignment refers to, each within ``MAX_BLOB_BYTES``."""
+    out: dict[str, int] = {}
+    for sha, size in data.items():
+        if not isinstance(sha, str) or sha not in blobs:
+            raise ProtocolError("sizes: a key is not a blob of this assignment")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_BLOB_BYTES:
+            raise ProtocolError(f"sizes.{sha[:12]}: not a size in [0, MAX_BLOB_BYTES]")
+        out[sha] = size
+    return out
 
 
 @dataclass(frozen=True)
