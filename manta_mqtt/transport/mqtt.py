@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 
 from ..protocol.limits import PUBLISH_WINDOW
 from .address import BrokerAddress, Will
+from .failures import explain
 from .tls import HandshakeWatch, TlsFileError, TlsFiles, explain_closed, explain_handshake
 
 __all__ = ["VERSIONS", "BrokerAddress", "MqttLink", "TlsFiles", "Will"]
@@ -65,7 +66,7 @@ class MqttLink:
         self.keepalive = keepalive
         self.window = window
         self.connected = threading.Event()
-        self.failure = ""  # why the last start() failed, in words
+        self.failure = ""  # why the last start() failed, in words (failure_line: explained)
         self.protocol: str = ""
         self.max_packet: int | None = None
         self.handler_errors = 0
@@ -92,6 +93,11 @@ class MqttLink:
     def on_connect(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` on the network thread after every (re)connection."""
         self._on_connect_hooks.append(hook)
+
+    @property
+    def failure_line(self) -> str:
+        """Why the last :meth:`start` failed, in one line that says what to check."""
+        return explain(self.address, self.failure) if self.failure else ""
 
     def start(self, timeout: float = 10.0) -> bool:
         """Connect once (blocking); afterwards paho reconnects by itself with back-off.
