@@ -34,6 +34,12 @@ def _owner_key() -> tuple[Path, str]:
 
 SIGNING_KEY, TRUSTED_KEY = _owner_key()
 
+# No site profile of this machine's user (~/.config/manta-mqtt/profile.toml) or of the caller's
+# environment may steer a test: every command sees an empty config directory unless a test says.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="manta-test-config-")
+for _name in ("MANTA_MQTT_PROFILE", "MANTA_MQTT_USERNAME", "MANTA_MQTT_PASSWORD", "MANTA_MQTT_PASSWORD_FILE"):
+    os.environ.pop(_name, None)
+
 
 @dataclass
 class BrokerUnderTest:

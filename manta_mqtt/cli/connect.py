@@ -1,7 +1,9 @@
-"""The options of every ``manta-mqtt`` command that connects (``run``, ``nodes``, ``watch``).
+"""The options of every ``manta-mqtt`` command that connects (``run``, ``nodes``, ``watch``, ...).
 
 Declared once, read once: where the broker is, and who we are to it (a user and password, or a
 client certificate), so that every command takes the same options and applies the same checks.
+What the command line and the environment leave unsaid comes from the site profile
+(:mod:`.profile`), then from the defaults.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import click
 from ..transport.credentials import VISIBLE_IN_PS, PasswordFileError, read_password_file
 from ..transport.mqtt import BrokerAddress
 from ..transport.tls import TlsFileError, TlsFiles
+from .profile import Profile, ProfileError, find
 
 __all__ = ["broker_address", "broker_options"]
 
-BROKER_HELP = "Broker URL (mqtt:// or mqtts://; a user:password@ in it is visible in ps)."
+BROKER_HELP = "Broker URL, mqtt:// or mqtts:// (default: the profile's, else mqtt://127.0.0.1:1883)."
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -38,7 +42,8 @@ def broker_options(command: F) -> F:
     @functools.wraps(command)
     def with_address(
         *args: Any,
-        broker: str,
+        profile: Path | None,
+        broker: str | None,
         username: str | None,
         password_file: Path | None,
         password: str | None,
@@ -47,15 +52,39 @@ def broker_options(command: F) -> F:
         tls_key: Path | None,
         **kwargs: Any,
     ) -> Any:
+        try:
+            site = find(profile)
+        except ProfileError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--profile'") from exc
+        if site is not None:
+            broker, username, password_file, tls_ca, tls_cert, tls_key = _fill(
+                site, broker, username, password_file if password is None else None, tls_ca, tls_cert, tls_key
+            )
+            source = click.get_current_context().get_parameter_source("mqtt_version")
+            if site.version and "mqtt_version" in kwargs and source is click.core.ParameterSource.DEFAULT:
+                kwargs["mqtt_version"] = site.version
         address = broker_address(
-            broker, username, password_file, password, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+            broker or DEFAULT_BROKER,
+            username,
+            password_file,
+            password,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         return command(*args, address=address, **kwargs)
 
     path = click.Path(dir_okay=False, path_type=Path)
     for option in reversed(
         [
-            click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True, help=BROKER_HELP),
+            click.option(
+                "--profile",
+                envvar="MANTA_MQTT_PROFILE",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Site profile (TOML) with the broker and credentials (default: ./manta.toml, "
+                "then ~/.config/manta-mqtt/profile.toml; or MANTA_MQTT_PROFILE).",
+            ),
+            click.option("--broker", help=BROKER_HELP),
             click.option("--username", envvar="MANTA_MQTT_USERNAME", help="Broker user (or MANTA_MQTT_USERNAME)."),
             click.option(
                 "--password-file",
@@ -85,6 +114,30 @@ def broker_options(command: F) -> F:
     ):
         with_address = option(with_address)
     return cast(F, with_address)
+
+
+def _fill(
+    site: Profile,
+    broker: str | None,
+    username: str | None,
+    password_file: Path | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> tuple[str | None, str | None, Path | None, Path | None, Path | None, Path | None]:
+    """What the command line and environment left unsaid, from the profile. A password given
+    another way (``MANTA_MQTT_PASSWORD``...) keeps the profile's password file out of it."""
+    env = os.environ
+    if password_file is None and not (env.get("MANTA_MQTT_PASSWORD_FILE") or env.get("MANTA_MQTT_PASSWORD")):
+        password_file = site.password_file
+    return (
+        broker or site.url,
+        username or site.username,
+        password_file,
+        tls_ca or site.tls_ca,
+        tls_cert or site.tls_cert,
+        tls_key or site.tls_key,
+    )
 
 
 def broker_address(

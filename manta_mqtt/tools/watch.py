@@ -60,7 +60,7 @@ def watch(
 
     link.route("#", on_message)
     if not link.start():
-        raise ConnectionError(f"cannot connect to {address}: {link.failure}")
+        raise ConnectionError(link.failure_line)
     link.subscribe(topic_filter, qos=0)
     try:
         stop.wait()
@@ -82,7 +82,7 @@ def node_table(address: BrokerAddress, *, version: str, wait: float = 1.0) -> li
     link = MqttLink(f"nodes-{int(time.time() * 1000) % 10**9}", address, version=version, session_expiry=0)
     link.route(topics.all_node_status(), on_status)
     if not link.start():
-        raise ConnectionError(f"cannot connect to {address}: {link.failure}")
+        raise ConnectionError(link.failure_line)
     link.subscribe(topics.all_node_status(), qos=0)
     time.sleep(wait)
     link.stop()
