@@ -58,7 +58,7 @@ MESSAGES = {
 PINNED = {
     "node_status": "1a8c010670bf5121cc09843b5e0b51082fe55c7873fa1357fc74b95ac6357bcb",  # + heartbeat
     "node_status_offline": "745d89dd58118e333dda51f22c337a985c57da4f78302d9f080200b5984ec702",  # + heartbeat
-    "swarm_state": "a3574774f7f192dcd967e0153e3f693f011c59c49fba0be69156fe34027f6432",
+    "swarm_state": "a67398245779fcd281fa516864fe421bccd07b565fd2514375f17c5bb9755e88",  # + updated
     "blob_meta_inline": "536456ab5655d6a049a5004258b0729c0b2c97928cf790a5848f5aeb4e1311e7",
     "blob_meta": "202ff965dbb8acc34d0cf3c2ff9993da6553d81d5fe5227a7ad56d304a84dcbf",
     "chunk": "aa565775ec818fc9b8ec69cab81231610d0899d8cc264c46eff7349113d1b1e8",

@@ -318,6 +318,7 @@ class Coordinator:
             expected=state.expected,
             metrics=self.metrics,
             reason=state.reason,
+            updated=time.time(),
         )
         self._link.publish(topics.swarm_state(self.swarm_id), message.to_bytes(), retain=True)
 

@@ -59,6 +59,7 @@ class SwarmState:
     expected: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    updated: float = 0.0  # the coordinator's clock (unix s) when it published this; 0: unknown
 
     STATES = ("running", "stopped", "completed", "failed")
     TERMINAL = ("stopped", "completed", "failed")
@@ -86,4 +87,5 @@ class SwarmState:
             expected=_nonneg(data, "expected", 0),
             metrics=_metrics(metrics),
             reason=_get(data, "reason", str, ""),
+            updated=_finite(data, "updated", 0.0),
         )
