@@ -4,6 +4,7 @@
 [node]
 id = "pi-kitchen"            # topic-safe: letters, digits, _ . -
 data_dir = "~/.manta-node"   # code/globals cache and task working dirs
+heartbeat = 30.0             # optional: seconds between status republishes, > 0
 
 [broker]
 url = "mqtts://broker.local:8883"  # mqtts:// for TLS (the tls_* files need it), mqtt:// without
@@ -24,6 +25,13 @@ inline_limit = 262144              # optional: bytes, >= 0 (default 256 KiB); a 
 [tasks]
 timeout = 3600                     # upper bound on any one task run, in seconds
 max_queued = 16                    # optional: assignments held behind the running one; more are refused
+stop_grace = 10.0                  # optional: seconds a running task gets to finish when the agent
+                                   #   stops (SIGTERM/Ctrl-C); then it is killed
+
+[logs]                             # optional: the node's warnings and errors, published on its log topic
+publish = true                     # false: keep them in the local log only
+level = "warning"                  # the lowest level published: "warning" or "error"
+per_minute = 30                    # at most this many records a minute, >= 1
 
 [trust]                            # whose assignments this node runs (manta-mqtt keygen prints the line)
 keys = ["ed25519:..."]             # swarm owners' public keys; or key_files = ["/etc/manta/owner.pub"]
@@ -72,6 +80,11 @@ class NodeConfig:
     inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES
     trust: Trust = field(default_factory=lambda: Trust([]))  # by default: runs nothing
     max_queued: int = MAX_QUEUED_JOBS  # assignments held behind the running one
+    stop_grace: float = 10.0  # seconds a running task gets to finish when the agent stops
+    heartbeat: float = 30.0  # seconds between status republishes
+    log_publish: bool = True  # publish warnings/errors on the node's log topic
+    log_level: str = "warning"  # the lowest level published: "warning" or "error"
+    log_per_minute: int = 30  # rate limit of published log records
 
     def override(self, *, broker_url: str | None = None, mqtt_version: str | None = None) -> None:
         """Apply command-line overrides (credentials from the config are kept)."""
@@ -110,6 +123,7 @@ class NodeConfig:
         node = data.get("node", {})
         broker = data.get("broker", {})
         tasks = data.get("tasks", {})
+        logs = data.get("logs", {})
 
         def resolve(value: str) -> Path:
             p = Path(value).expanduser()
@@ -151,6 +165,11 @@ class NodeConfig:
             chunk_size=_int(broker, "chunk_size", DEFAULT_CHUNK_SIZE, minimum=MIN_CHUNK_SIZE),
             inline_limit=_int(broker, "inline_limit", DEFAULT_INLINE_LIMIT_BYTES, minimum=0),
             trust=_trust(data.get("trust", {}), resolve),
+            stop_grace=_float(tasks, "stop_grace", 10.0, table_name="tasks", positive=False),
+            heartbeat=_float(node, "heartbeat", 30.0, table_name="node", positive=True),
+            log_publish=_bool(logs, "publish", True, table_name="logs"),
+            log_level=_level(logs),
+            log_per_minute=_int(logs, "per_minute", 30, minimum=1, table_name="logs"),
         )
 
 
@@ -200,6 +219,30 @@ def _trust(table: Mapping[str, Any], resolve: Callable[[str], Path]) -> Trust:
     if not isinstance(allow, bool):
         raise ConfigError(f"trust.allow_unsigned must be true or false, not {allow!r}")
     return Trust(keys, allow_unsigned=allow)
+
+
+def _float(table: Mapping[str, Any], key: str, default: float, *, table_name: str, positive: bool) -> float:
+    """A number of seconds: > 0 when ``positive``, else >= 0."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{table_name}.{key} must be a number of seconds, not {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{table_name}.{key} must be {'more than 0' if positive else 'at least 0'}, not {value}")
+    return float(value)
+
+
+def _bool(table: Mapping[str, Any], key: str, default: bool, *, table_name: str) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{table_name}.{key} must be true or false, not {value!r}")
+    return value
+
+
+def _level(table: Mapping[str, Any]) -> str:
+    value = table.get("level", "warning")
+    if value not in ("warning", "error"):
+        raise ConfigError(f'logs.level must be "warning" or "error", not {value!r}')
+    return str(value)
 
 
 def _int(table: Mapping[str, Any], key: str, default: int, *, minimum: int, table_name: str = "broker") -> int:

@@ -71,3 +71,38 @@ def test_the_job_queue_bound_is_configurable(tmp_path: Path) -> None:
     for bad in (-1, "16", 1.5, True):
         with pytest.raises(ConfigError, match=r"tasks\.max_queued"):
             NodeConfig.from_dict(base | {"tasks": {"max_queued": bad}}, tmp_path)
+
+
+def test_health_and_log_keys(tmp_path: Path) -> None:
+    base: dict[str, Any] = {"node": {"id": "n1"}}
+    cfg = NodeConfig.from_dict(base, tmp_path)
+    assert (cfg.heartbeat, cfg.log_publish, cfg.log_level, cfg.log_per_minute, cfg.stop_grace) == (
+        30.0,
+        True,
+        "warning",
+        30,
+        10.0,
+    )
+    data = {
+        "node": {"id": "n1", "heartbeat": 5},
+        "logs": {"publish": False, "level": "error", "per_minute": 1},
+        "tasks": {"stop_grace": 0},
+    }
+    cfg = NodeConfig.from_dict(data, tmp_path)
+    assert (cfg.heartbeat, cfg.log_publish, cfg.log_level, cfg.log_per_minute, cfg.stop_grace) == (
+        5.0,
+        False,
+        "error",
+        1,
+        0.0,
+    )
+    for bad in (
+        {"node": {"id": "n1", "heartbeat": 0}},
+        {"node": {"id": "n1", "heartbeat": "30"}},
+        {"node": {"id": "n1"}, "logs": {"level": "info"}},
+        {"node": {"id": "n1"}, "logs": {"per_minute": 0}},
+        {"node": {"id": "n1"}, "logs": {"publish": "yes"}},
+        {"node": {"id": "n1"}, "tasks": {"stop_grace": -1}},
+    ):
+        with pytest.raises(ConfigError):
+            NodeConfig.from_dict(bad, tmp_path)
