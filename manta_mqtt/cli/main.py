@@ -22,14 +22,12 @@ from ..protocol.limits import (
 )
 from ..protocol.text import printable, printable_logging
 from ..transport.mqtt import BrokerAddress
-from .connect import broker_address, broker_options
+from .connect import VERSION_CHOICE, VERSION_HELP, broker_address, broker_options
 from .keys import keygen
 from .site import site
+from .swarms import stop, swarms
 
 __all__ = ["broker_address", "broker_options", "cli", "main"]  # broker_address: tests and scripts use it
-
-VERSION_CHOICE = click.Choice(["auto", "5", "3.1.1"])
-VERSION_HELP = "MQTT version: auto tries 5, then 3.1.1 (use 3.1.1 with the embedded broker)."
 
 
 def _logging(verbose: int) -> None:
@@ -322,6 +320,8 @@ def watch(
 
 cli.add_command(keygen)
 cli.add_command(site)
+cli.add_command(swarms)
+cli.add_command(stop)
 
 
 def main() -> None:
