@@ -26,6 +26,7 @@ from .connect import VERSION_CHOICE, VERSION_HELP, broker_address, broker_option
 from .keys import keygen
 from .site import site
 from .swarms import stop, swarms
+from .top import top
 
 __all__ = ["broker_address", "broker_options", "cli", "main"]  # broker_address: tests and scripts use it
 
@@ -46,8 +47,18 @@ def cli() -> None:
 @broker_options
 @click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
 @click.option("--swarm", "class_name", help="Swarm class to run when the file defines several.")
-@click.option("--min-nodes", default=1, show_default=True, help="Eligible nodes to wait for before starting.")
+@click.option(
+    "--min-nodes",
+    default=1,
+    show_default=True,
+    help="Eligible nodes to wait for before starting; fewer within --wait: exit 4 (see --start-with-fewer).",
+)
 @click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for them (and for nodes later).")
+@click.option(
+    "--start-with-fewer",
+    is_flag=True,
+    help="Start with the eligible nodes online when --min-nodes are not there within --wait (instead of failing).",
+)
 @click.option(
     "--runs-dir",
     default="manta_runs",
@@ -115,6 +126,7 @@ def run(
     class_name: str | None,
     min_nodes: int,
     wait: float,
+    start_with_fewer: bool,
     runs_dir: Path,
     chunk_size: int,
     seed: int,
@@ -130,8 +142,13 @@ def run(
     resume: Path | None,
     verbose: int,
 ) -> None:
-    """Run the swarm defined in SWARM_FILE until a task stops it (or resume a run with --resume)."""
-    from ..coordinator.coordinator import Coordinator, CoordinatorOptions
+    """Run the swarm defined in SWARM_FILE until a task stops it (or resume a run with --resume).
+
+    Exit status: 0 completed or stopped, 1 failed, 3 no broker connection, 4 --min-nodes not met,
+    130 / 143 interrupted by SIGINT / SIGTERM (continue with --resume).
+    """
+    from ..coordinator.coordinator import Coordinator, CoordinatorOptions, SwarmFailed
+    from ..coordinator.options import EXIT_NO_BROKER
     from ..swarm import load_swarm
 
     _logging(verbose)
@@ -139,6 +156,7 @@ def run(
     options = CoordinatorOptions(
         runs_dir=runs_dir,
         min_nodes=min_nodes,
+        start_with_fewer=start_with_fewer,
         wait_nodes=wait,
         chunk_size=chunk_size,
         mqtt_version=mqtt_version,
@@ -155,12 +173,21 @@ def run(
     )
     try:
         coordinator = Coordinator(swarm, address, options)
-    except ValueError as exc:  # e.g. a signing key that cannot be read
+    except (ValueError, SwarmFailed) as exc:  # a signing key that cannot be read, no run to resume
         raise click.ClickException(str(exc)) from exc
+    handlers = {sig: signal.signal(sig, lambda signum, _f: coordinator.interrupt(signum)) for sig in _STOP_SIGNALS}
     try:
         summary = coordinator.run()
-    except ConnectionError as exc:  # refused (a certificate, a password) or unreachable
+    except SwarmFailed as exc:  # --resume of a run that ended
         raise click.ClickException(str(exc)) from exc
+    except ConnectionError as exc:  # refused, not authorised, TLS, timeout: one line says what to check
+        if verbose:
+            logging.getLogger("manta_mqtt").exception("connecting to %s", address)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_NO_BROKER)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     result = {
         "swarm_id": summary.swarm_id,
         "state": summary.state,
@@ -168,12 +195,15 @@ def run(
         "iterations": summary.iterations,
         "metrics": summary.metrics,
         "rejected": summary.rejected,
-        "store": str(summary.store_path),
+        "store": str(summary.store_path) if summary.kept else None,
+        "exit_code": summary.exit_code,
     }
     if summary_json:
         summary_json.write_text(json.dumps(result, indent=2))
-    if summary.state == "failed":
-        sys.exit(1)
+    sys.exit(summary.exit_code)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop a run as "interrupted" (resumable)
 
 
 @cli.command()
@@ -322,6 +352,7 @@ cli.add_command(keygen)
 cli.add_command(site)
 cli.add_command(swarms)
 cli.add_command(stop)
+cli.add_command(top)
 
 
 def main() -> None:
