@@ -38,34 +38,39 @@ keys = ["ed25519:..."]             # swarm owners' public keys; or key_files = [
 allow_unsigned = false             # true only for a local test: then whoever can publish on the
                                    #   broker can run code here
 ```
+
+Every table and key is checked against :mod:`.schema`: an unknown one (a typo) is refused with a
+"did you mean", a value of the wrong type names the type expected. ``edge-node check`` also
+connects to the broker and checks the node's identity (:mod:`.check`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MAX_QUEUED_JOBS, MIN_CHUNK_SIZE
+from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MAX_QUEUED_JOBS
 from manta_mqtt.protocol.signing import Trust, parse_public
 from manta_mqtt.protocol.topics import TopicError, check_id
 from manta_mqtt.transport.credentials import PasswordFileError, read_password_file, shared_warning
-from manta_mqtt.transport.mqtt import VERSIONS, BrokerAddress
+from manta_mqtt.transport.mqtt import BrokerAddress
 from manta_mqtt.transport.tls import TlsFileError, TlsFiles
+
+from .schema import BrokerTable, ConfigError, TrustTable, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+__all__ = ["ConfigError", "NodeConfig", "dataset_problems", "identity_problems"]
+
 log = logging.getLogger("edge_node.config")
-
-
-class ConfigError(ValueError):
-    """A config file that cannot run a node; the message names the field."""
 
 
 @dataclass
@@ -102,7 +107,8 @@ class NodeConfig:
             self.mqtt_version = mqtt_version
 
     @classmethod
-    def load(cls, path: str | Path) -> NodeConfig:
+    def load(cls, path: str | Path, *, check_datasets: bool = True) -> NodeConfig:
+        """Read and check ``path``; ``check_datasets=False`` leaves the datasets to :func:`dataset_problems`."""
         path = Path(path).expanduser().resolve()
         try:
             data = tomllib.loads(path.read_text())
@@ -116,71 +122,98 @@ class NodeConfig:
         broker = data.get("broker")
         if isinstance(broker, dict) and broker.get("password") and mode & 0o044:
             log.warning("%s (or move it to a password_file)", shared_warning(path, mode))
-        return cls.from_dict(data, path.parent)
+        return cls.from_dict(data, path.parent, check_datasets=check_datasets)
 
     @classmethod
-    def from_dict(cls, data: dict, base: Path) -> NodeConfig:  # type: ignore[type-arg]
-        node = data.get("node", {})
-        broker = data.get("broker", {})
-        tasks = data.get("tasks", {})
-        logs = data.get("logs", {})
+    def from_dict(cls, data: dict[str, Any], base: Path, *, check_datasets: bool = True) -> NodeConfig:
+        checked = validate(data)
+        node, broker, tasks, logs = checked.node, checked.broker, checked.tasks, checked.logs
 
         def resolve(value: str) -> Path:
             p = Path(value).expanduser()
             return p if p.is_absolute() else (base / p).resolve()
 
         try:
-            node_id = check_id(str(node.get("id", "")), "node.id")
+            node_id = check_id(node.id, "node.id")
         except TopicError as exc:
             raise ConfigError(str(exc)) from exc
-        password = broker.get("password")
-        if broker.get("password_file"):
+        password = broker.password
+        if broker.password_file:
             try:
-                password = read_password_file(resolve(str(broker["password_file"])), log.warning)
+                password = read_password_file(resolve(broker.password_file), log.warning)
             except PasswordFileError as exc:
                 raise ConfigError(f"broker.password_file: {exc}") from exc
         try:
-            address = BrokerAddress.parse(str(broker.get("url", "mqtt://127.0.0.1:1883")))
+            address = BrokerAddress.parse(broker.url)
         except ValueError as exc:
             raise ConfigError(f"broker.url: {exc}") from exc
         try:
             address = address.with_tls(_tls(broker, node_id, resolve))
         except ValueError as exc:  # TLS files with an mqtt:// URL
             raise ConfigError(f"broker.url: {exc}") from exc
-        version = str(broker.get("version", "auto"))
-        if version not in ("auto", *VERSIONS):
-            raise ConfigError(f"broker.version must be auto, 5 or 3.1.1, not {version!r}")
-        datasets = {str(name): resolve(str(p)) for name, p in data.get("datasets", {}).items()}
-        for name, p in datasets.items():
-            if not p.exists():
-                raise ConfigError(f"dataset {name!r}: nothing at {p}")
+        datasets = {name: resolve(p) for name, p in checked.datasets.items()}
+        problems = dataset_problems(datasets) if check_datasets else []
+        if problems:
+            raise ConfigError("\n".join(problems))
         return cls(
             node_id=node_id,
-            broker=address.with_credentials(broker.get("username"), password),
-            data_dir=resolve(str(node.get("data_dir", f"~/.manta-node/{node_id}"))),
+            broker=address.with_credentials(broker.username, password),
+            data_dir=resolve(node.data_dir or f"~/.manta-node/{node_id}"),
             datasets=datasets,
-            mqtt_version=version,
-            task_timeout=float(tasks.get("timeout", 3600)),
-            max_queued=_int(tasks, "max_queued", MAX_QUEUED_JOBS, minimum=0, table_name="tasks"),
-            chunk_size=_int(broker, "chunk_size", DEFAULT_CHUNK_SIZE, minimum=MIN_CHUNK_SIZE),
-            inline_limit=_int(broker, "inline_limit", DEFAULT_INLINE_LIMIT_BYTES, minimum=0),
-            trust=_trust(data.get("trust", {}), resolve),
-            stop_grace=_float(tasks, "stop_grace", 10.0, table_name="tasks", positive=False),
-            heartbeat=_float(node, "heartbeat", 30.0, table_name="node", positive=True),
-            log_publish=_bool(logs, "publish", True, table_name="logs"),
-            log_level=_level(logs),
-            log_per_minute=_int(logs, "per_minute", 30, minimum=1, table_name="logs"),
+            mqtt_version=str(broker.version),
+            task_timeout=tasks.timeout,
+            max_queued=tasks.max_queued,
+            chunk_size=broker.chunk_size,
+            inline_limit=broker.inline_limit,
+            trust=_trust(checked.trust, resolve),
+            stop_grace=tasks.stop_grace,
+            heartbeat=node.heartbeat,
+            log_publish=logs.publish,
+            log_level=logs.level,
+            log_per_minute=logs.per_minute,
         )
 
 
-def _tls(broker: Mapping[str, Any], node_id: str, resolve: Callable[[str], Path]) -> TlsFiles | None:
+def dataset_problems(datasets: dict[str, Path]) -> list[str]:
+    """One line per dataset the agent could not read: missing, or not readable by this user."""
+    problems = []
+    for name, path in sorted(datasets.items()):
+        if not path.exists():
+            problems.append(f"dataset {name!r}: nothing at {path} (check [datasets] in node.toml)")
+        elif not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+            problems.append(f"dataset {name!r}: {path} is not readable by this user (check its owner and mode)")
+    return problems
+
+
+def identity_problems(config: NodeConfig) -> list[str]:
+    """A node whose broker identity is not its id: the broker ACL (``%u``) drops all it publishes.
+
+    The broker knows a node by its user name, or, on the site's certificate port, by its
+    certificate's CN; broker_config/manta.acl lets that identity write only its own topics.
+    """
+    problems = []
+    username = config.broker.username
+    if username is not None and username != config.node_id:
+        problems.append(
+            f"[broker] username {username!r} is not [node] id {config.node_id!r}: the broker's ACL lets a node "
+            "publish only under its own user name (make them the same)"
+        )
+    files = config.broker.tls_files
+    name = files.common_name() if files is not None and files.cert is not None else None
+    if name is not None and name != config.node_id:
+        problems.append(
+            f"[broker] tls_cert {files.cert if files else ''} is for {name!r} (CN), not for [node] id "
+            f"{config.node_id!r}: the broker takes the CN as the node's identity (use this node's certificate)"
+        )
+    return problems
+
+
+def _tls(broker: BrokerTable, node_id: str, resolve: Callable[[str], Path]) -> TlsFiles | None:
     """``tls_ca``, ``tls_cert`` and ``tls_key`` of the ``[broker]`` table, checked now rather than at connect."""
-    paths = {}
-    for which in ("ca", "cert", "key"):
-        value = broker.get(f"tls_{which}")
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"broker.tls_{which} must be a file path, not {value!r}")
-        paths[which] = resolve(value) if value else None
+    paths = {
+        which: resolve(value) if value else None
+        for which, value in (("ca", broker.tls_ca), ("cert", broker.tls_cert), ("key", broker.tls_key))
+    }
     try:
         files = TlsFiles.load(
             paths["ca"], paths["cert"], paths["key"], warn=lambda m: log.warning("broker.tls_key: %s", m)
@@ -198,13 +231,11 @@ def _tls(broker: Mapping[str, Any], node_id: str, resolve: Callable[[str], Path]
     return files
 
 
-def _trust(table: Mapping[str, Any], resolve: Callable[[str], Path]) -> Trust:
+def _trust(table: TrustTable, resolve: Callable[[str], Path]) -> Trust:
     """The ``[trust]`` table: public keys inline or in files, and the local-test opt-out."""
-    texts: list[tuple[str, str]] = []
-    for i, text in enumerate(table.get("keys", [])):
-        texts.append((f"trust.keys[{i}]", str(text)))
-    for name in table.get("key_files", []):
-        path = resolve(str(name))
+    texts = [(f"trust.keys[{i}]", text) for i, text in enumerate(table.keys)]
+    for name in table.key_files:
+        path = resolve(name)
         try:
             texts.append((f"trust.key_files: {path}", path.read_text()))
         except OSError as exc:
@@ -215,42 +246,4 @@ def _trust(table: Mapping[str, Any], resolve: Callable[[str], Path]) -> Trust:
             keys.append(parse_public(text))
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
-    allow = table.get("allow_unsigned", False)
-    if not isinstance(allow, bool):
-        raise ConfigError(f"trust.allow_unsigned must be true or false, not {allow!r}")
-    return Trust(keys, allow_unsigned=allow)
-
-
-def _float(table: Mapping[str, Any], key: str, default: float, *, table_name: str, positive: bool) -> float:
-    """A number of seconds: > 0 when ``positive``, else >= 0."""
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{table_name}.{key} must be a number of seconds, not {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise ConfigError(f"{table_name}.{key} must be {'more than 0' if positive else 'at least 0'}, not {value}")
-    return float(value)
-
-
-def _bool(table: Mapping[str, Any], key: str, default: bool, *, table_name: str) -> bool:
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{table_name}.{key} must be true or false, not {value!r}")
-    return value
-
-
-def _level(table: Mapping[str, Any]) -> str:
-    value = table.get("level", "warning")
-    if value not in ("warning", "error"):
-        raise ConfigError(f'logs.level must be "warning" or "error", not {value!r}')
-    return str(value)
-
-
-def _int(table: Mapping[str, Any], key: str, default: int, *, minimum: int, table_name: str = "broker") -> int:
-    """An integer of a table: a typo such as ``"1M"`` or ``1.5`` must not start a node."""
-    value = table.get(key, default)
-    what = "an integer number of bytes" if table_name == "broker" else "an integer"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{table_name}.{key} must be {what}, not {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{table_name}.{key} must be at least {minimum}, not {value}")
-    return value
+    return Trust(keys, allow_unsigned=table.allow_unsigned)
