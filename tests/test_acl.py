@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 from .conftest import SIGNING_KEY, BrokerUnderTest, NodeProcess, mosquitto_binary
 from .test_e2e_swarm import COUNTER, check_counter_results
 
-USERS = {"coordinator": "c-secret", "n1": "n1-secret", "n2": "n2-secret"}
+USERS = {"coordinator": "c-secret", "monitor": "m-secret", "n1": "n1-secret", "n2": "n2-secret"}
 
 
 @pytest.fixture
@@ -102,3 +103,55 @@ def test_acl_confines_each_node_to_its_own_topics(secured: MosquittoProcess, tmp
     assert summary.rejected == {}  # the broker dropped the forgeries: none reached the coordinator
     check_counter_results(RunStore.open(summary.store_path), ["n1", "n2"], 3)
     assert stolen == []  # n1 could not read n2's assignments
+
+
+def link(server: MosquittoProcess, user: str, seen: list[str] | None = None) -> MqttLink:
+    """A connected client as ``user``; what it receives goes to ``seen``."""
+    client = MqttLink(f"{user}-probe", BrokerAddress.parse(url(server, user)), version="5", session_expiry=0)
+    if seen is not None:
+        for topic_filter in ("#", "$SYS/#"):  # '#' matches no topic starting with '$'
+            client.route(topic_filter, lambda t, p, r: seen.append(t))
+    assert client.start(timeout=5)
+    return client
+
+
+def until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_operators_steer_swarms_nodes_only_log_as_themselves(secured: MosquittoProcess) -> None:
+    """Both operators may stop a swarm (its control topic) and read the nodes' logs and $SYS; a node
+    writes its own log and nothing on a control topic, nor another node's log."""
+    coordinator_saw: list[str] = []
+    monitor_saw: list[str] = []
+    coordinator = link(secured, "coordinator", coordinator_saw)
+    monitor = link(secured, "monitor", monitor_saw)
+    n1, n2 = link(secured, "n1"), link(secured, "n2")
+    try:
+        for operator in (coordinator, monitor):
+            assert operator.subscribe(
+                ["manta/v1/swarms/+/control", topics.all_node_logs(), "$SYS/broker/version"], wait=5
+            )
+        # a node's forgeries first, then its own log line: the broker keeps one publisher's order
+        n1.publish(topics.swarm_control("s1"), b'{"stop": "n1"}')
+        n1.publish(topics.node_log("n2"), b"n1 speaking for n2")
+        n2.publish(topics.swarm_control("s2"), b'{"stop": "n2"}')
+        n1.publish(topics.node_log("n1"), b"n1's own log")
+        n2.publish(topics.node_log("n2"), b"n2's own log")
+        monitor.publish(topics.swarm_control("s3"), b'{"stop": "monitor"}')
+        coordinator.publish(topics.swarm_control("s4"), b'{"stop": "coordinator"}')
+        expected = {topics.node_log("n1"), topics.node_log("n2"), topics.swarm_control("s3"),
+                    topics.swarm_control("s4"), "$SYS/broker/version"}  # fmt: skip
+        for saw in (coordinator_saw, monitor_saw):
+            assert until(lambda: expected <= set(saw)), saw  # noqa: B023 (called at once)
+        for saw in (coordinator_saw, monitor_saw):
+            assert sorted(set(saw)) == sorted(expected)  # nothing of the nodes' forgeries
+            assert saw.count(topics.node_log("n2")) == 1  # n2's own line only, not n1's
+    finally:
+        for client in (coordinator, monitor, n1, n2):
+            client.stop()
