@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from manta_mqtt.ownership import Owner
 from manta_mqtt.protocol.limits import MAX_FINISHED_SWARMS, MAX_QUEUED_JOBS
-from manta_mqtt.protocol.messages import Assignment
+from manta_mqtt.protocol.messages import Assignment, SwarmState
 
 from .events import AssignmentArrived, BookEvent, Connected, Job, JobFinished, JobStarted, SwarmEnded, key_of
 from .outbox import Key
@@ -121,7 +121,8 @@ class JobBook:
     def _ended(self, swarm: str, state: str) -> list[Action]:
         if swarm in self._finished:
             return []  # the retained state again (a reconnection): its jobs were cancelled already
-        self._finished[swarm] = None
+        if state not in SwarmState.RESUMABLE:  # interrupted or lost: a resumed coordinator may ask again
+            self._finished[swarm] = None
         if len(self._finished) > MAX_FINISHED_SWARMS:  # forged terminal states must not grow it forever
             del self._finished[next(iter(self._finished))]
         why = f"swarm {swarm} is {state}"

@@ -24,6 +24,7 @@ from ..protocol.text import printable, printable_logging
 from ..transport.mqtt import BrokerAddress
 from .connect import VERSION_CHOICE, VERSION_HELP, broker_address, broker_options
 from .keys import keygen
+from .results import results
 from .site import site
 from .swarms import stop, swarms
 from .top import top
@@ -230,61 +231,7 @@ def broker(host: str, port: int, port_file: Path | None) -> None:
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=_jsonable))
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(value, np.ndarray):
-            return {"ndarray": list(value.shape), "dtype": str(value.dtype)}
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    return str(value)
-
-
-@cli.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--tag", help="Show the values of this result tag.")
-@click.option("--iteration", type=int, help="Only this iteration.")
-@click.option("--global", "global_tag", help="Show a global's value at the end of the run (or --iteration).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def results(run_dir: Path, tag: str | None, iteration: int | None, global_tag: str | None, as_json: bool) -> None:
-    """Read a run's results (RUN_DIR is manta_runs/<swarm id>, or manta_runs for a list)."""
-    from ..coordinator.store import RunStore
-
-    if not (run_dir / "index.sqlite").exists():
-        runs = sorted(p.name for p in run_dir.iterdir() if (p / "index.sqlite").exists())
-        _print_json(runs) if as_json else click.echo("\n".join(runs) or "no runs here")
-        return
-    store = RunStore.open(run_dir)
-    if global_tag:
-        _print_json(store.global_value(global_tag, iteration))
-    elif tag:
-        values = store.results(tag, iteration)
-        _print_json({str(k): v for k, v in values.items()})
-    elif as_json:
-        _print_json(store.summary() | {"runs": store.runs()})
-    else:
-        summary = store.summary()
-        final = summary["final"]
-        swarm = summary["swarm"]
-        # the reason and the tags may quote what nodes sent
-        click.echo(
-            printable(f"swarm {swarm.get('id')} ({swarm.get('name')}): {final.get('state')} — {final.get('reason')}")
-        )
-        click.echo(printable(f"iterations: {summary['iterations']}  result tags: {', '.join(summary['tags'])}"))
-        for row in store.runs():
-            mark = "ok" if row["ok"] else "FAILED"
-            where = f"{row['task']:<12} {row['node']:<14}"
-            click.echo(f"  iteration {row['iteration']:>3}  {where} {mark:<6} {row['duration']:.2f}s")
-        for q in summary["quarantined"]:
-            first = str(q["error"]).strip().splitlines()[-1:] or [""]
-            click.echo(printable(f"quarantined: {q['node']} (iteration {q['iteration']}, {q['task']}): {first[0]}"))
-    store.close()
+    click.echo(json.dumps(value, indent=2, default=str))
 
 
 @cli.command()
@@ -349,6 +296,7 @@ def watch(
 
 
 cli.add_command(keygen)
+cli.add_command(results)
 cli.add_command(site)
 cli.add_command(swarms)
 cli.add_command(stop)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
+import signal
+import threading
 import time
 from collections import deque
 from typing import Any
 
 from ..protocol import codec, topics
-from ..protocol.messages import Assignment, BlobRef, CodeRef, SwarmState
+from ..protocol.messages import Assignment, BlobRef, CodeRef
 from ..protocol.rejections import Rejections
 from ..protocol.signing import OwnerKey
 from ..runtime.executor import run_task
-from ..swarm.graph import SwarmGraph, Task
+from ..swarm.graph import SwarmGraph
 from ..swarm.swarm import Swarm
 from ..transport.blobs import BlobPublisher, UploadReceiver
 from ..transport.mqtt import BrokerAddress, MqttLink
@@ -30,6 +33,8 @@ from .intake import Intake, Received, ReceivedEnvelope
 from .metrics import summarize
 from .options import CoordinatorOptions, RunSummary, SwarmFailed, make_swarm_id
 from .progress import ConsoleProgress, ProgressView
+from .resume import describe, restore
+from .state import StateBoard
 from .store import RunStore
 
 log = logging.getLogger("manta_mqtt.coordinator")
@@ -60,7 +65,10 @@ class Coordinator:
         self.progress = progress or ConsoleProgress()
         self.graph: SwarmGraph = swarm.graph()
         if self.options.resume is not None:
-            self.swarm_id = RunStore.open(self.options.resume).meta("swarm", {}).get("id", "")
+            try:
+                self.swarm_id = RunStore.open(self.options.resume).meta("swarm", {}).get("id", "")
+            except FileNotFoundError as exc:
+                raise SwarmFailed(f"cannot resume: {exc}") from None
         else:
             self.swarm_id = self.options.swarm_id or make_swarm_id(swarm.name)
         topics.check_id(self.swarm_id, "swarm id")
@@ -76,6 +84,15 @@ class Coordinator:
         self._link: MqttLink | None = None
         self._publisher: BlobPublisher | None = None
         self._intake: Intake | None = None
+        self._interrupt = threading.Event()  # set by interrupt(), from a signal handler or any thread
+        self._signal = 0
+        self._board = StateBoard(self.swarm_id, swarm.name)
+
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """Stop the run soon (within a second, killing a running coordinator task), as interrupted:
+        thread-safe, and safe in a signal handler. ``--resume`` continues it."""
+        self._signal = self._signal or signum
+        self._interrupt.set()
 
     # --- the run ----------------------------------------------------------------------------------
 
@@ -85,7 +102,7 @@ class Coordinator:
         description = {
             "id": self.swarm_id,
             "name": self.swarm.name,
-            "tasks": {a: _describe(t) for a, t in self.graph.tasks.items()},
+            "tasks": {a: describe(t) for a, t in self.graph.tasks.items()},
             "order": self.graph.order,
             "started": time.time(),
         }
@@ -93,7 +110,11 @@ class Coordinator:
         resumed: dict[str, float] = {}
         if options.resume is not None:
             store = self._store = RunStore.open(options.resume)
-            checkpoint, resumed = self._restore(store, description)
+            try:
+                checkpoint, resumed, self.metrics = restore(store, self.swarm_id, description)
+            except SwarmFailed:
+                store.close()
+                raise
         else:
             store = self._store = RunStore.create(options.runs_dir, self.swarm_id, description)
         uploads = UploadReceiver(
@@ -109,15 +130,18 @@ class Coordinator:
             bytes_per_node=options.result_budget_per_node,
             bytes_total=options.result_budget_total,
         )
-        link = self._link = MqttLink(f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version)
+        link = self._link = MqttLink(
+            f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version, will=self._board.will()
+        )
         filters = self._intake.attach(link, self.swarm_id)
+        link.on_connect(lambda: self._board.republish(link))
         if not link.start():
-            store.close()
-            raise ConnectionError(f"cannot connect to the broker at {self.broker}: {link.failure}")
+            self._abandon(store)
+            raise ConnectionError(link.failure_line)
         if not link.subscribe(filters, wait=10.0):
             link.stop()
-            store.close()
-            raise ConnectionError(f"the broker at {self.broker} did not acknowledge our subscriptions")
+            self._abandon(store)
+            raise ConnectionError(f"the broker at {self.broker} did not acknowledge our subscriptions (check its ACL)")
         self._publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
         verb = "resuming" if options.resume is not None else "swarm"
         self.progress.info(f"{verb} {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")
@@ -131,32 +155,27 @@ class Coordinator:
             state, reason = self._pump(self.engine)
         except SwarmFailed as exc:
             state, reason = eng.RunState.FAILED, str(exc)
-        except KeyboardInterrupt:
-            state, reason = eng.RunState.STOPPED, "interrupted by the user"
+        except (KeyboardInterrupt, _Interrupted):
+            self._signal = self._signal or signal.SIGINT
+            state, reason = eng.RunState.INTERRUPTED, f"interrupted by {signal.Signals(self._signal).name}"
+            if options.resume is not None or (self.engine is not None and self.engine.started):
+                reason += f"; continue it with --resume {store.root}"
         finally:
-            self._finish(state, reason)
+            iterations, kept = self._finish(state, reason)
         metrics, rejected = dict(self.metrics), self.reject.as_dict()
-        return RunSummary(self.swarm_id, state.value, reason, self._iteration() + 1, store.root, metrics, rejected)
+        started = self.engine is not None and self.engine.started
+        return RunSummary(
+            self.swarm_id, state.value, reason, iterations, store.root, metrics, rejected, started, kept, self._signal
+        )
 
     def _iteration(self) -> int:
         return self.engine.iteration if self.engine is not None else 0
 
-    def _restore(self, store: RunStore, description: dict[str, Any]) -> tuple[eng.Checkpoint, dict[str, float]]:
-        """Continue a run: same swarm id (so the broker kept our session's queued results)."""
-        before = store.meta("swarm", {})
-        if sorted(before.get("tasks", {})) != sorted(description["tasks"]):
-            raise SwarmFailed(f"cannot resume {self.swarm_id}: the swarm file defines other tasks")
-        final = store.meta("final")
-        if final and final.get("state") in ("stopped", "completed"):
-            raise SwarmFailed(f"cannot resume {self.swarm_id}: it already {final['state']}")
-        data = store.meta("checkpoint")
-        if data is None:
-            raise SwarmFailed(f"cannot resume {self.swarm_id}: no checkpoint in {store.root}")
-        checkpoint = eng.Checkpoint.from_dict(data)
-        self.metrics = dict(store.meta("metrics", data.get("metrics", {})))
-        current = checkpoint.current
-        resumed = store.succeeded_nodes(checkpoint.iteration, current.task) if current else {}
-        return checkpoint, resumed
+    def _abandon(self, store: RunStore) -> None:
+        """The run never started: close its store, and remove its folder unless it is resumed."""
+        store.close()
+        if self.options.resume is None:
+            shutil.rmtree(store.root, ignore_errors=True)
 
     def _prepare(self, store: RunStore, checkpoint: eng.Checkpoint | None, resumed: dict[str, float]) -> eng.Engine:
         """Store every task's code bundle and (for a new run) the initial globals."""
@@ -178,6 +197,8 @@ class Coordinator:
         assert self._intake is not None
         self._carry_out(engine.start(time.monotonic()))
         while not engine.ended:
+            if self._interrupt.is_set():
+                raise _Interrupted
             timer = engine.next_timer()
             wait = MAX_WAIT if timer is None else min(MAX_WAIT, max(0.0, timer - time.monotonic()))
             try:
@@ -239,6 +260,8 @@ class Coordinator:
                 self.reject(reason, detail)
             case act.Info(text=text):
                 self.progress.info(text)
+            case act.Warn(task_error=act.TaskError() as failure):
+                self.progress.task_error(failure.task, failure.node, failure.error)
             case act.Warn(text=text):
                 self.progress.warn(text)
             case act.Log(text=text):
@@ -287,7 +310,10 @@ class Coordinator:
             timeout=task.timeout,
             workdir=store.root / "work",
             label=action.task,
+            cancel=self._interrupt,
         )
+        if self._interrupt.is_set():  # killed by interrupt(): not the task's failure
+            raise _Interrupted
         return eng.TaskFinished(action.task, outcome.ok, outcome.error, outcome.duration, host.writes())
 
     def _step_done(self, done: act.StepDone) -> None:
@@ -308,24 +334,15 @@ class Coordinator:
 
     def _publish_state(self, state: act.PublishState) -> None:
         assert self._link is not None
-        message = SwarmState(
-            swarm=self.swarm_id,
-            name=self.swarm.name,
-            state=state.state.value,
-            iteration=state.iteration,
-            step=state.step,
-            done=state.done,
-            expected=state.expected,
-            metrics=self.metrics,
-            reason=state.reason,
-            updated=time.time(),
-        )
-        self._link.publish(topics.swarm_state(self.swarm_id), message.to_bytes(), retain=True)
+        self._board.publish(self._link, state, self.metrics)
 
-    def _finish(self, state: eng.RunState, reason: str) -> None:
+    def _finish(self, state: eng.RunState, reason: str) -> tuple[int, bool]:
+        """Record and publish the end; remove a new run that never started. Returns the number
+        of iterations the store holds, and whether the run folder is kept."""
         store, link = self._store, self._link
         assert store is not None and link is not None
-        iterations = self._iteration() + 1
+        kept = self.options.resume is not None or (self.engine is not None and self.engine.started)
+        iterations = len(store.iterations())
         final = {
             "state": state.value,
             "reason": reason,
@@ -337,25 +354,26 @@ class Coordinator:
         store.set_meta("final", final)
         try:
             if link.connected.is_set():
-                self._publish_state(act.PublishState(state, self._iteration(), reason=reason))
+                if kept:
+                    self._publish_state(act.PublishState(state, self._iteration(), reason=reason))
+                else:  # nothing ran: leave no retained state behind for a run that is not kept
+                    self._board.clear(link)
                 if self._publisher is not None:
                     self._publisher.clear_all_except(set())
         finally:
             link.stop()
-            store.close()
+            if kept:
+                store.close()
+            else:
+                self._abandon(store)
         counts = sorted(self.reject.as_dict().items())
         if counts:
             self.progress.warn("rejected messages: " + ", ".join(f"{k}={v}" for k, v in counts))
         self.progress.finished(state.value, reason, iterations)
+        if not kept:
+            self.progress.info(f"nothing ran: no run kept (removed {store.root})")
+        return iterations, kept
 
 
-def _describe(task: Task) -> dict[str, Any]:
-    return {
-        "module": task.module.name,
-        "datasets": task.module.datasets,
-        "method": task.method,
-        "placement": task.placement,
-        "maximum": task.maximum,
-        "fixed": task.fixed,
-        "previous": [p.name for p in task.previous],
-    }
+class _Interrupted(Exception):
+    """Raised in the pump once :meth:`Coordinator.interrupt` was called."""

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from ..protocol import topics
 from ..protocol.budget import SenderBudget
 from ..protocol.limits import MAX_ENVELOPE_BYTES, MAX_NODE_RESULT_BYTES, MAX_TOTAL_RESULT_BYTES
-from ..protocol.messages import NodeStatus, ProtocolError, ResultEnvelope
+from ..protocol.messages import NodeStatus, ProtocolError, ResultEnvelope, SwarmControl
 from ..protocol.rejections import Rejections
 from ..transport.blobs import UploadReceiver
 from ..transport.mqtt import MqttLink
-from .engine import StatusChanged, UploadCompleted
+from .engine import Reconnected, StatusChanged, StopRequested, UploadCompleted
 
 SWEEP_EVERY = 1.0  # seconds between looks for stalled uploads
 
@@ -36,7 +36,7 @@ class ReceivedEnvelope:
     size: int  # bytes, as received
 
 
-Received = StatusChanged | ReceivedEnvelope | UploadCompleted
+Received = StatusChanged | ReceivedEnvelope | UploadCompleted | StopRequested | Reconnected
 
 
 class Intake:
@@ -54,6 +54,8 @@ class Intake:
         self._lock = threading.Lock()  # guards _queued
         self._uploads = uploads  # owned by the network thread
         self._swept = time.monotonic()
+        self._swarm = ""
+        self._connections = 0  # owned by the network thread: the first is no reconnection
 
     def next(self, timeout: float) -> Received:
         """The next item, for the main thread; raises ``queue.Empty`` after ``timeout`` seconds."""
@@ -65,10 +67,40 @@ class Intake:
 
     def attach(self, link: MqttLink, swarm: str) -> list[str]:
         """Route this swarm's topics to us; return the filters to subscribe to."""
+        self._swarm = swarm
         link.route(topics.all_node_status(), self.on_status)
         link.route(topics.swarm_results(swarm), self.on_results)
         link.route(topics.swarm_uploads(swarm), self.on_upload)
-        return [topics.all_node_status(), topics.swarm_results(swarm), topics.swarm_uploads(swarm)]
+        link.route(topics.swarm_control(swarm), self.on_control)
+        link.on_connect(self.on_connect)
+        return [
+            topics.all_node_status(),
+            topics.swarm_results(swarm),
+            topics.swarm_uploads(swarm),
+            topics.swarm_control(swarm),
+        ]
+
+    def on_connect(self) -> None:
+        self._connections += 1
+        if self._connections > 1:
+            self._events.put(Reconnected())
+
+    def on_control(self, topic: str, payload: bytes, retained: bool) -> None:
+        """An operator's request; a retained one would stop every later resume: refused."""
+        if not payload:
+            return
+        if retained:
+            self.reject("unexpected", f"retained control message on {topic}")
+            return
+        try:
+            control = SwarmControl.parse(payload)
+        except ProtocolError as exc:
+            self.reject("malformed", f"control message on {topic}: {exc}")
+            return
+        if control.swarm != self._swarm:
+            self.reject("forged", f"control message on {topic} names swarm {control.swarm!r}")
+            return
+        self._events.put(StopRequested(control.by, control.reason))
 
     def _sweep(self) -> None:
         """Drop stalled uploads, at most once a second, on whatever message comes next."""

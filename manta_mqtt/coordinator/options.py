@@ -22,6 +22,7 @@ from .engine import Timing
 class CoordinatorOptions:
     runs_dir: Path = Path("manta_runs")
     min_nodes: int = 1
+    start_with_fewer: bool = False  # min_nodes not met within wait_nodes: start anyway, or fail (exit 4)
     wait_nodes: float = 60.0  # how long to wait for min_nodes (and for any eligible node later)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     mqtt_version: str = "auto"
@@ -45,6 +46,7 @@ class CoordinatorOptions:
             reconnect_grace=self.reconnect_grace,
             wait_nodes=self.wait_nodes,
             min_nodes=self.min_nodes,
+            start_with_fewer=self.start_with_fewer,
             max_iterations=self.max_iterations,
             stale_after=self.stale_after,
         )
@@ -59,6 +61,24 @@ class RunSummary:
     store_path: Path
     metrics: dict[str, float] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    started: bool = True  # its first iteration began (False: no eligible nodes, or stopped before)
+    kept: bool = True  # store_path holds the run (a new run that never started is removed)
+    signal: int = 0  # the signal that interrupted it
+
+    @property
+    def exit_code(self) -> int:
+        """``manta-mqtt run``'s exit status (docs/reliability.md): 0 completed or stopped, 1 failed,
+        4 failed before it started (--min-nodes not met), 128 + the signal when interrupted."""
+        if self.state in ("completed", "stopped"):
+            return 0
+        if self.state == "interrupted":
+            return 128 + (self.signal or 2)
+        return 1 if self.started else EXIT_NOT_STARTED
+
+
+#: Exit statuses of ``manta-mqtt run`` besides 0, 1 and 128 + signal (2 is click's usage error).
+EXIT_NO_BROKER = 3  # cannot connect to the broker, or it refused us
+EXIT_NOT_STARTED = 4  # the run failed before its first step: --min-nodes not met within --wait
 
 
 class SwarmFailed(Exception):

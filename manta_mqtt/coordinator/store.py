@@ -184,6 +184,23 @@ class RunStore:
     def iterations(self) -> list[int]:
         return [r[0] for r in self._rows("SELECT DISTINCT iteration FROM runs ORDER BY iteration")]
 
+    def nodes(self) -> list[str]:
+        """Every node that ran a task in this run (not the coordinator)."""
+        return [r[0] for r in self._rows("SELECT DISTINCT node FROM runs WHERE node != 'coordinator' ORDER BY node")]
+
+    def small_results(self, max_bytes: int) -> list[tuple[int, str, str, Any]]:
+        """``(iteration, node, tag, value)`` of every result up to ``max_bytes`` (metrics, not models)."""
+        rows = self._rows(
+            "SELECT iteration, node, tag, sha FROM results WHERE size <= ? ORDER BY iteration, node, tag", (max_bytes,)
+        )
+        out = []
+        for it, node, tag, sha in rows:
+            try:
+                out.append((it, node, tag, self.value(sha)))
+            except codec.CodecError:
+                continue
+        return out
+
     def global_value(self, tag: str, iteration: int | None = None) -> Any:
         """The value ``tag`` had at the end of ``iteration`` (default: the last one)."""
         sql = "SELECT sha FROM globals WHERE tag = ?"

@@ -8,7 +8,17 @@ from .actions import Action
 from .checkpoint import Checkpoint, OpenStep
 from .decisions import Decisions, RunState
 from .engine import Engine, Phase
-from .events import EnvelopeArrived, Event, StatusChanged, TaskFinished, TaskWrites, Tick, UploadCompleted
+from .events import (
+    EnvelopeArrived,
+    Event,
+    Reconnected,
+    StatusChanged,
+    StopRequested,
+    TaskFinished,
+    TaskWrites,
+    Tick,
+    UploadCompleted,
+)
 from .plan import Plan, Timing
 from .results import COORDINATOR_NODE
 
@@ -23,8 +33,10 @@ __all__ = [
     "OpenStep",
     "Phase",
     "Plan",
+    "Reconnected",
     "RunState",
     "StatusChanged",
+    "StopRequested",
     "TaskFinished",
     "TaskWrites",
     "Tick",

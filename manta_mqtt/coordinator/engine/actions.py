@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...protocol.messages import Assignment, GlobalRefs
 from .checkpoint import Checkpoint
@@ -146,8 +146,19 @@ class Info:
 
 
 @dataclass(frozen=True)
+class TaskError:
+    """A task failed on a node: the display groups the same error across a step's nodes."""
+
+    task: str
+    node: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Warn:
     text: str
+    # set when the warning is a node's task error (not compared: the text says it all)
+    task_error: TaskError | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ class RunState(str, Enum):
     STOPPED = "stopped"  # a task called stop_swarm(), a limit was reached, or the user stopped it
     COMPLETED = "completed"  # no task scheduled another iteration
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the coordinator was signalled (Ctrl-C, SIGTERM): --resume continues it
 
 
 @dataclass

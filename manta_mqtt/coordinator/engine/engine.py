@@ -21,10 +21,18 @@ from ...swarm.graph import Task
 from . import actions as act
 from .checkpoint import Checkpoint, OpenStep, rng_state_from_json, rng_state_to_json
 from .decisions import Decisions, RunState, decide
-from .events import EnvelopeArrived, Event, StatusChanged, TaskFinished, UploadCompleted
+from .events import (
+    EnvelopeArrived,
+    Event,
+    Reconnected,
+    StatusChanged,
+    StopRequested,
+    TaskFinished,
+    UploadCompleted,
+)
 from .local_steps import LocalSteps
 from .node_steps import Closed, Failed, NodeSteps, RunData
-from .placement import choose_nodes, eligible_nodes
+from .placement import choose_nodes, eligible_nodes, ineligibility
 from .plan import Plan
 from .rounds import NodeOutcome, quorum_size
 
@@ -72,6 +80,8 @@ class Engine:
         self._until = 0.0  # when waiting for nodes gives up
         self._gone: tuple[str, ...] = ()  # scheduled nodes last reported unavailable
         self._now = 0.0
+        self._stop: StopRequested | None = None  # an operator's stop, carried out after the step under way
+        self.started = False  # the first iteration began (a run that never did left nothing to keep)
 
     @property
     def ended(self) -> bool:
@@ -117,6 +127,10 @@ class Engine:
             self.nodes.uploaded(event.sha)
         elif isinstance(event, TaskFinished):
             self._on_task_finished(event, now)
+        elif isinstance(event, StopRequested):
+            self._on_stop_requested(event)
+        elif isinstance(event, Reconnected):
+            self._on_reconnected()
         elif self.phase is Phase.GATHERING:  # a Tick
             self._gather(now)
         elif self.phase is Phase.CHOOSING:
@@ -171,21 +185,44 @@ class Engine:
     # --- the iteration ------------------------------------------------------------------------
 
     def _gather(self, now: float) -> None:
-        """Before the first step: wait for ``min_nodes`` eligible nodes, or start with fewer."""
+        """Before the first step: wait for ``min_nodes`` eligible nodes; at the deadline fail,
+        or start with fewer (``Timing.start_with_fewer``)."""
         online = self.run.online()
-        want = self.timing.min_nodes
-        have = min(len(eligible_nodes(t, online)) for t in self._roots())
+        want, waited = self.timing.min_nodes, self.timing.wait_nodes
+        task = min(self._roots(), key=lambda t: len(eligible_nodes(t, online)))  # the scarcest root
+        eligible = eligible_nodes(task, online)
+        have, why = len(eligible), self._not_eligible(task)
         if have >= want:
             self.run.emit(act.Info(f"{have} node(s) online: {', '.join(sorted(online))}"))
         elif now < self._until:
             return
         elif have == 0:
-            return self._end(RunState.FAILED, f"no eligible node came online within {self.timing.wait_nodes:.0f} s")
+            details = f"; not eligible: {why}" if why else ""
+            return self._end(RunState.FAILED, f"no eligible node came online within {waited:.0f} s{details}")
+        elif not self.timing.start_with_fewer:
+            details = f"; not eligible: {why}" if why else ""
+            reason = f"only {have} of {want} eligible node(s) online within {waited:.0f} s ({', '.join(eligible)})"
+            return self._end(RunState.FAILED, f"{reason}{details} (--start-with-fewer starts anyway)")
         else:
             self.run.emit(act.Warn(f"only {have} of {want} node(s) online; starting anyway"))
+        if why:
+            self.run.emit(act.Info(f"not eligible for {task.name}: {why}"))
         self._begin_iteration(now)
 
+    def _not_eligible(self, task: Task) -> str:
+        """Every node heard of that may not run ``task``, and why: "n4 (lacks x.npy), n5 (offline)"."""
+        reasons = []
+        for node in sorted(self.run.fleet):
+            status = self.run.fleet[node]
+            why = self.run.unavailable(node) or ineligibility(task, node, status.datasets)
+            if why:
+                reasons.append(f"{node} ({why})")
+        shown = reasons[:20]
+        more = f" and {len(reasons) - len(shown)} more" if len(reasons) > len(shown) else ""
+        return ", ".join(shown) + more
+
     def _begin_iteration(self, now: float) -> None:
+        self.started = True
         self._todo = [a for a in self.graph.steps_from(self._starts) if a not in self._done]
         self._next_step(now)
 
@@ -238,6 +275,8 @@ class Engine:
         self.run.emit(act.StepDone(self.iteration, task, ok, total))
         self._done.append(task)
         self.run.emit(self._save())
+        if self._stop is not None:
+            return self._stopped_by_operator()
         self._next_step(now)
 
     def _end_iteration(self, now: float) -> None:
@@ -257,6 +296,35 @@ class Engine:
         self._begin_iteration(now)
 
     # --- events -------------------------------------------------------------------------------
+
+    def _on_stop_requested(self, request: StopRequested) -> None:
+        """An operator's stop: at once between steps, else once the step under way ends."""
+        if self._stop is not None:
+            return
+        self._stop = request
+        who = request.by or "an operator"
+        if self.phase in (Phase.GATHERING, Phase.CHOOSING):
+            self.run.emit(act.Info(f"stop requested by {who}"))
+            return self._stopped_by_operator()
+        self.run.emit(act.Info(f"stop requested by {who}: the swarm ends after the step under way"))
+
+    def _stopped_by_operator(self) -> None:
+        assert self._stop is not None
+        if self.started:
+            self.run.emit(act.RecordGlobals(self.run.iteration, dict(self.run.global_refs)))
+        who, why = self._stop.by or "an operator", self._stop.reason
+        reason = f"stopped by {who}"
+        self._end(RunState.STOPPED, f"{reason}: {why}" if why and why != reason else reason)
+
+    def _on_reconnected(self) -> None:
+        """Our will may have told the nodes we were lost (they dropped our jobs): say we run, ask again."""
+        step = self.nodes.step
+        if step is None:
+            self.run.emit(act.PublishState(RunState.RUNNING, self.iteration))
+            return
+        self.run.emit(step.progress())
+        for node in step.round.missing:
+            self.run.emit(act.Assign(node, step.assignment))
 
     def _on_task_finished(self, event: TaskFinished, now: float) -> None:
         if self.phase is not Phase.LOCAL:

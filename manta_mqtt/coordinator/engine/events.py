@@ -65,4 +65,17 @@ class Tick:
     """Nothing arrived; time passed (deadlines may have run out)."""
 
 
-Event = StatusChanged | EnvelopeArrived | UploadCompleted | TaskFinished | Tick
+@dataclass(frozen=True)
+class StopRequested:
+    """An operator asked (a ``SwarmControl`` "stop" on the swarm's control topic) to end the swarm."""
+
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The coordinator's connection broke and came back: its will may have told nodes it was lost."""
+
+
+Event = StatusChanged | EnvelopeArrived | UploadCompleted | TaskFinished | Tick | StopRequested | Reconnected

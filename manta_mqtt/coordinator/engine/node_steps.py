@@ -41,6 +41,17 @@ class RunData:
         node that is gone (or never was). Live nodes re-send theirs as a heartbeat."""
         return self.now >= self.seen.get(node, self.now) + self.plan.timing.stale_after
 
+    def unavailable(self, node: str) -> str:
+        """Why a node the coordinator heard of is not online for this run ("" if it is)."""
+        if node in self.quarantined:
+            return "quarantined"
+        status = self.fleet.get(node)
+        if status is None or status.state == "offline":
+            return "offline"
+        if self.stale(node):
+            return f"stale: no status for {self.now - self.seen.get(node, self.now):.0f} s"
+        return ""
+
     def online(self) -> dict[str, list[str]]:
         return {
             n: s.datasets
@@ -207,6 +218,7 @@ class NodeSteps:
             run.contributors.add(e.node)
         step.round.record(e.node, NodeOutcome(ok, e.error, e.duration))
         if not ok:
-            run.emit(act.Warn(f"{e.task} failed on {e.node}:\n{e.error}"))
+            failure = act.TaskError(e.task, e.node, e.error)
+            run.emit(act.Warn(f"{e.task} failed on {e.node}:\n{e.error}", task_error=failure))
         run.emit(act.NodeDone(e.node, ok))
         run.emit(step.progress())

@@ -19,6 +19,18 @@ def eligible_nodes(task: Task, online: Mapping[str, Sequence[str]]) -> list[str]
     return sorted(nodes)
 
 
+def ineligibility(task: Task, node: str, datasets: Sequence[str]) -> str:
+    """Why an online node may not run ``task`` ("" if it may): what :func:`eligible_nodes` checks."""
+    lacking = [d for d in task.module.datasets if d not in datasets]
+    if lacking:
+        return f"lacks {', '.join(lacking)}"
+    if task.specified_ids and node not in task.specified_ids:
+        return f"not in {task.name}'s node list"
+    if task.excepted_ids and node in task.excepted_ids:
+        return f"excluded by {task.name}"
+    return ""
+
+
 def select_nodes(
     task: Task,
     online: Mapping[str, Sequence[str]],

@@ -16,6 +16,9 @@ class Timing:
     reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
     wait_nodes: float = 60.0  # how long to wait for min_nodes, and for any eligible node later
     min_nodes: int = 1
+    # fewer than min_nodes at the end of wait_nodes: start with them (True) or fail. The engine's
+    # default keeps its old behaviour; CoordinatorOptions and the CLI default to failing.
+    start_with_fewer: bool = True
     max_iterations: int = 1000
     stale_after: float = 90.0  # a node silent this long (no status, not even its heartbeat) is gone
 

@@ -52,7 +52,7 @@ class SwarmState:
 
     swarm: str
     name: str
-    state: str  # "running" | "stopped" | "completed" | "failed"
+    state: str  # one of STATES
     iteration: int = 0
     step: str = ""
     done: int = 0
@@ -61,12 +61,20 @@ class SwarmState:
     reason: str = ""
     updated: float = 0.0  # the coordinator's clock (unix s) when it published this; 0: unknown
 
-    STATES = ("running", "stopped", "completed", "failed")
-    TERMINAL = ("stopped", "completed", "failed")
+    STATES = ("running", "stopped", "completed", "failed", "interrupted", "lost")
+    # terminal: nodes drop the swarm's queued and running jobs. "interrupted" (the coordinator was
+    # signalled) and "lost" (its MQTT will: it died or its connection broke) are resumable: a
+    # coordinator started with --resume publishes "running" again, so nodes must take its work.
+    TERMINAL = ("stopped", "completed", "failed", "interrupted", "lost")
+    RESUMABLE = ("interrupted", "lost")
 
     @property
     def terminal(self) -> bool:
         return self.state in self.TERMINAL
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in self.RESUMABLE
 
     def to_bytes(self) -> bytes:
         fields = asdict(self) | {"metrics": _metrics(self.metrics)}
