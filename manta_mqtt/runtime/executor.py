@@ -28,6 +28,7 @@ from .channel import Channel
 from .client import CHANNEL_ENV
 from .host import TaskHost, serve
 from .ops import Op
+from .sentinel import GUARD_ENV
 
 log = logging.getLogger("manta_mqtt.executor")
 
@@ -76,22 +77,47 @@ def run_task(
     server thread has read its final frame; ``host`` is called only on the server thread.
     """
     parent_sock, child_sock = socket.socketpair()
+    guard_read, guard_write = os.pipe()  # we hold the write end until the child is reaped (sentinel.py)
     env = dict(os.environ)
     env[CHANNEL_ENV] = str(child_sock.fileno())
+    env[GUARD_ENV] = str(guard_read)
     env.setdefault("PYTHONUNBUFFERED", "1")
     private_dir(workdir)  # the task's files are the node's or coordinator's, nobody else's
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "manta_mqtt.runtime.child", str(bundle), entry],
-        pass_fds=[child_sock.fileno()],
-        env=env,
-        cwd=workdir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so a kill reaches its children too
-    )
-    child_sock.close()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "manta_mqtt.runtime.child", str(bundle), entry],
+            pass_fds=[child_sock.fileno(), guard_read],
+            env=env,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a kill reaches its children too
+        )
+    except BaseException:
+        os.close(guard_write)
+        parent_sock.close()
+        raise
+    finally:
+        child_sock.close()
+        os.close(guard_read)
+    try:
+        return _supervise(proc, parent_sock, host, started, timeout, cancel, label)
+    finally:
+        os.close(guard_write)  # the child is reaped: its sentinel is gone or leaves the group alone
+
+
+def _supervise(
+    proc: subprocess.Popen[bytes],
+    parent_sock: socket.socket,
+    host: TaskHost,
+    started: float,
+    timeout: float,
+    cancel: threading.Event | None,
+    label: str,
+) -> TaskOutcome:
+    """Serve the running child, wait for it (killing it at the timeout or on cancel), and judge it."""
     assert proc.stdout is not None
     tail: collections.deque[str] = collections.deque(maxlen=40)
     pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{label}]", tail), daemon=True)
