@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def results_of(store: RunStore) -> dict[str, object]:
 def test_sigint_mid_run_interrupts_and_resume_matches_an_uninterrupted_run(
     mosquitto: BrokerUnderTest,
     tmp_path: Path,
-    start_nodes,  # type: ignore[no-untyped-def]
+    start_nodes: Any,
 ) -> None:
     ids = ["n1", "n2"]
     start_nodes(mosquitto, ids, numbers(tmp_path))
@@ -166,7 +167,7 @@ def test_sigint_mid_run_interrupts_and_resume_matches_an_uninterrupted_run(
 def test_sigterm_interrupts_with_143_and_nodes_drop_the_job(
     mosquitto: BrokerUnderTest,
     tmp_path: Path,
-    start_nodes,  # type: ignore[no-untyped-def]
+    start_nodes: Any,
 ) -> None:
     (node,) = start_nodes(mosquitto, ["n1"], numbers(tmp_path))
     swarm = counter_copy(tmp_path, "slower", rounds=3, delay=30.0)
