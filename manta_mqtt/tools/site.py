@@ -25,6 +25,7 @@ from .pki import Identity, issue, make_ca, mosquitto_hash, new_password, revocat
 DEFAULT_DIR = Path("manta-site")
 STATE = "site.json"
 FLEET_PORT = 8883
+OPERATORS_PORT = 8884
 #: Users of the ACL's operator blocks: a node named so would get their rights on the fleet port.
 OPERATORS = ("coordinator", "monitor")
 LOOPBACK_USERS = ("monitor",)  # the password_file users of the loopback listener
@@ -148,9 +149,22 @@ class Site:
     def _ca(self, name: str) -> Identity:
         return Identity.load(self.root / "ca" / f"{name}.key", self.root / "ca" / f"{name}.crt")
 
-    def default_url(self) -> str:
+    def default_url(self, port: int = FLEET_PORT) -> str:
         host = self.broker_names[0]
-        return f"mqtts://{f'[{host}]' if ':' in host else host}:{FLEET_PORT}"  # an IPv6 address in brackets
+        return f"mqtts://{f'[{host}]' if ':' in host else host}:{port}"  # an IPv6 address in brackets
+
+    def _profile(self, operator: str) -> str:
+        """The operator's kit as a site profile (``manta.toml``): from inside the kit, every
+        ``manta-mqtt`` command finds the broker and its credentials with no flags."""
+        return (
+            "# manta-mqtt site profile: run manta-mqtt from this folder, or copy this file to\n"
+            "# ~/.config/manta-mqtt/profile.toml (then make the paths absolute)\n"
+            "[broker]\n"
+            f'url = "{self.default_url(OPERATORS_PORT)}"\n'
+            'tls_ca = "ca.crt"\n'
+            f'tls_cert = "{operator}.crt"\n'
+            f'tls_key = "{operator}.key"\n'
+        )
 
     # --- state -------------------------------------------------------------------------------
 
@@ -216,6 +230,7 @@ class Site:
             _public(root / operator / "ca.crt", cas["ca"].cert_pem())  # it signed the broker's certificate
             _public(root / operator / f"{operator}.crt", ident.cert_pem())
             write_private(root / operator / f"{operator}.key", ident.key_pem())
+            _public(root / operator / "manta.toml", site._profile(operator))
         from ..protocol.signing import OwnerKey  # here: it loads numpy, which `manta-mqtt --help` need not
 
         os.chmod(OwnerKey.generate().save(root / "owner.key"), 0o644)  # the .pub: public, whatever the umask

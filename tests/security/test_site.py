@@ -168,6 +168,31 @@ def test_a_swarm_runs_exactly_from_the_site_kits(broker: Broker, tmp_path: Path)
     assert connects(MqttLink("monitor-local", local, version="5", session_expiry=0))
 
 
+def test_the_monitor_kit_is_a_profile(broker: Broker, tmp_path: Path) -> None:
+    """From inside the monitor's kit, `manta-mqtt nodes` needs nothing but the test's port."""
+    kit = broker.root / "monitor"
+    assert 'url = "mqtts://localhost:8884"' in (kit / "manta.toml").read_text()
+    node = KitNode(broker, "pi-kitchen", numbers(tmp_path)).start()
+    command = [
+        sys.executable,
+        "-m",
+        "manta_mqtt.cli.main",
+        "nodes",
+        "--broker",
+        f"mqtts://localhost:{broker.ports[8884]}",
+    ]
+
+    def listed() -> bool:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=kit)
+        assert result.returncode == 0, result.stderr
+        return "pi-kitchen" in result.stdout and "online" in result.stdout
+
+    try:
+        assert until(listed, timeout=30)
+    finally:
+        node.stop()
+
+
 def until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not check():
