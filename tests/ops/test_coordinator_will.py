@@ -16,10 +16,11 @@ from typing import Any
 
 from manta_mqtt.coordinator.store import RunStore
 from manta_mqtt.protocol import topics
-from manta_mqtt.protocol.messages import SwarmControl
+from manta_mqtt.protocol.messages import SwarmControl, SwarmState
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
-from ..chaos.test_chaos import Watcher
+from ..chaos.proxy import LinkProxy
+from ..chaos.test_chaos import Watcher, coordinator, expect_exact, finish, in_thread
 from ..conftest import BrokerUnderTest
 from .test_coordinator_signals import RunProcess, counter_copy, numbers, run_args, run_folder
 
@@ -116,3 +117,45 @@ def test_an_operator_stop_ends_the_run_stopped_with_exit_0(
         operator.stop()
         coordinator.stop()
         watcher.stop()
+
+
+class StateHistory(Watcher):
+    """A watcher that keeps every swarm state it saw, in order."""
+
+    def __init__(self, broker: BrokerUnderTest) -> None:
+        self.seen: list[str] = []
+        super().__init__(broker)
+
+    def _on_state(self, topic: str, payload: bytes, retained: bool) -> None:
+        super()._on_state(topic, payload, retained)
+        if payload:
+            self.seen.append(SwarmState.parse(payload).state)
+
+
+def test_a_coordinator_link_blip_fires_the_will_and_the_run_recovers(
+    mosquitto: BrokerUnderTest, tmp_path: Path, start_nodes: Any
+) -> None:
+    """Our will fires while we live (the connection broke): nodes drop our jobs; once paho has
+    reconnected we publish "running" again and re-send the open step, and the run ends exact."""
+    nodes = start_nodes(mosquitto, ["n1", "n2"], numbers(tmp_path))
+    proxy = LinkProxy(mosquitto.port)
+    via_proxy = BrokerUnderTest("proxied", f"mqtt://127.0.0.1:{proxy.port}", "5", proxy.port)
+    history = StateHistory(mosquitto)
+    try:
+        coord = coordinator(via_proxy, tmp_path, 2, globals={"delay": 3.0})
+        thread, out = in_thread(coord)
+        history.wait(lambda: all(history.running(n, 1) for n in ("n1", "n2")), what="iteration 1 on both")
+        proxy.cut()
+        history.wait(lambda: history.seen[-1] == "lost", what="the will")
+        history.wait(lambda: not any(history.running(n, 1) for n in ("n1", "n2")), what="the nodes to drop the job")
+        proxy.restore()
+        summary = finish(thread, out, timeout=120)
+    finally:
+        history.stop()
+        proxy.close()
+    assert summary.state == "stopped", summary.reason
+    assert history.seen[-1] == "stopped" and "lost" in history.seen
+    assert history.seen[history.seen.index("lost") + 1] == "running"
+    expect_exact(RunStore.open(summary.store_path), {i: ["n1", "n2"] for i in range(3)}, 3)
+    for node in nodes:
+        assert f"swarm {summary.swarm_id} is lost: cancelling its running task" in node.output()
