@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from manta_mqtt.coordinator.coordinator import Coordinator, CoordinatorOptions
+from manta_mqtt.coordinator.progress import ConsoleProgress
 from manta_mqtt.coordinator.store import RunStore
+from manta_mqtt.swarm import load_swarm
 from manta_mqtt.tools.processes import stop_process
+from manta_mqtt.transport.mqtt import BrokerAddress
 
 from ..chaos.test_chaos import Watcher
 from ..conftest import ROOT, SIGNING_KEY, BrokerUnderTest
@@ -205,3 +210,39 @@ def test_a_signal_while_waiting_for_nodes_leaves_no_run(mosquitto: BrokerUnderTe
         assert not any(runs.iterdir())
     finally:
         coordinator.stop()
+
+
+def test_interrupt_kills_a_running_coordinator_task(
+    mosquitto: BrokerUnderTest,
+    tmp_path: Path,
+    start_nodes: Any,
+) -> None:
+    """An aggregator that would run for minutes does not hold the interruption: it is killed,
+    and the run ends "interrupted", not "failed" (its death is not the task's failure)."""
+    start_nodes(mosquitto, ["n1"], numbers(tmp_path))
+    swarm_file = counter_copy(tmp_path, "sleepy")
+    (swarm_file.parent / "aggregator.py").write_text(
+        "import time\nfrom manta_light.task import Task\n\n\ndef main():\n    time.sleep(600)\n"
+    )
+    workers_done = threading.Event()
+
+    class Progress(ConsoleProgress):
+        def step_finished(self, iteration: int, task: str, ok: int, total: int, metrics: dict[str, float]) -> None:
+            super().step_finished(iteration, task, ok, total, metrics)
+            workers_done.set()
+
+    options = CoordinatorOptions(runs_dir=tmp_path / "runs", mqtt_version="5", signing_key=SIGNING_KEY)
+    coordinator = Coordinator(load_swarm(swarm_file), BrokerAddress.parse(mosquitto.url), options, Progress())
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(coordinator.run()), daemon=True)
+    thread.start()
+    assert workers_done.wait(60)
+    time.sleep(0.5)  # the aggregator's process is starting or running
+    coordinator.interrupt(signal.SIGTERM)
+    thread.join(60)
+    assert out, "the coordinator did not stop"
+    summary = out[0]
+    assert (summary.state, summary.exit_code) == ("interrupted", 143)
+    store = RunStore.open(summary.store_path)
+    assert store.meta("final")["state"] == "interrupted"
+    assert [r["task"] for r in store.runs()] == ["worker"]  # the killed aggregator is not recorded as failed
