@@ -33,7 +33,7 @@ from .intake import Intake, Received, ReceivedEnvelope
 from .metrics import summarize
 from .options import CoordinatorOptions, RunSummary, SwarmFailed, make_swarm_id
 from .progress import ConsoleProgress, ProgressView
-from .resume import describe, restore
+from .resume import open_run
 from .state import StateBoard
 from .store import RunStore
 
@@ -99,24 +99,8 @@ class Coordinator:
     def run(self) -> RunSummary:
         """Run the swarm until a task stops it, it completes, or it fails."""
         options = self.options
-        description = {
-            "id": self.swarm_id,
-            "name": self.swarm.name,
-            "tasks": {a: describe(t) for a, t in self.graph.tasks.items()},
-            "order": self.graph.order,
-            "started": time.time(),
-        }
-        checkpoint: eng.Checkpoint | None = None
-        resumed: dict[str, float] = {}
-        if options.resume is not None:
-            store = self._store = RunStore.open(options.resume)
-            try:
-                checkpoint, resumed, self.metrics = restore(store, self.swarm_id, description)
-            except SwarmFailed:
-                store.close()
-                raise
-        else:
-            store = self._store = RunStore.create(options.runs_dir, self.swarm_id, description)
+        store, checkpoint, resumed, self.metrics = open_run(self.swarm, self.graph, self.swarm_id, options)
+        self._store = store
         uploads = UploadReceiver(
             store.blobs,
             max_size=options.max_upload,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from ..swarm.graph import Task
+from ..swarm.graph import SwarmGraph, Task
+from ..swarm.swarm import Swarm
 from . import engine as eng
-from .options import SwarmFailed
+from .options import CoordinatorOptions, SwarmFailed
 from .store import RunStore
 
 #: Final states a run cannot be continued from: the swarm ended by its own rules.
@@ -46,3 +48,26 @@ def restore(
     current = checkpoint.current
     resumed = store.succeeded_nodes(checkpoint.iteration, current.task) if current else {}
     return checkpoint, resumed, metrics
+
+
+def open_run(
+    swarm: Swarm, graph: SwarmGraph, swarm_id: str, options: CoordinatorOptions
+) -> tuple[RunStore, eng.Checkpoint | None, dict[str, float], dict[str, float]]:
+    """The run's store, created (a new run: no checkpoint) or reopened to resume, with where to
+    continue from (:func:`restore`)."""
+    description = {
+        "id": swarm_id,
+        "name": swarm.name,
+        "tasks": {a: describe(t) for a, t in graph.tasks.items()},
+        "order": graph.order,
+        "started": time.time(),
+    }
+    if options.resume is None:
+        return RunStore.create(options.runs_dir, swarm_id, description), None, {}, {}
+    store = RunStore.open(options.resume)
+    try:
+        checkpoint, resumed, metrics = restore(store, swarm_id, description)
+    except SwarmFailed:
+        store.close()
+        raise
+    return store, checkpoint, resumed, metrics
