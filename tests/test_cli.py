@@ -61,7 +61,7 @@ def test_the_whole_command_line(tmp_path: Path, start_nodes) -> None:  # type: i
         assert summary["state"] == "stopped" and summary["iterations"] == 3
 
         listed = cli("results", str(runs))
-        assert listed.stdout.strip() == summary["swarm_id"]
+        assert listed.stdout.splitlines()[1].split()[:2] == [summary["swarm_id"], "stopped"]  # a table of runs
         run_dir = str(runs / summary["swarm_id"])
         text = cli("results", run_dir)
         assert "stopped by task aggregator" in text.stdout and text.stdout.count(" ok ") == 9
