@@ -36,15 +36,18 @@ from manta_mqtt.transport.mqtt import MqttLink, Will
 
 from .config import NodeConfig
 from .events import Event, WorkerCrashed
+from .health import HealthProbe, TaskClock
 from .intake import Intake
 from .jobs import Action, Announce, Cancel, DeliverPending, Dispatch, JobBook, Reject
+from .remote_log import RemoteLog
 from .worker import Worker
 
 log = logging.getLogger("edge_node")
 
 AGENT = f"manta-mqtt {__version__}"
-#: The status is published at least this often, so that a coordinator can tell a live node from
-#: a retained status nobody refreshes (it treats a node silent for 90 s as gone).
+#: The status is published at least this often (``[node] heartbeat`` overrides it), so that a
+#: coordinator can tell a live node from a retained status nobody refreshes (it treats a node
+#: silent for 90 s, or 3 of the intervals its status states, as gone).
 HEARTBEAT_SECONDS = 30.0
 
 
@@ -59,7 +62,9 @@ class EdgeAgent:
         self.owner = Owner("edge agent")  # the main thread: run(), the pump, the status
         self.inbox: queue.Queue[Event] = queue.Queue()  # any thread puts, the main thread takes
         self.book = JobBook(max_queued=config.max_queued)  # main thread only (checked)
-        self.heartbeat_seconds = HEARTBEAT_SECONDS
+        self.heartbeat_seconds = config.heartbeat
+        self.health = HealthProbe(config.data_dir)  # main thread only: it keeps the last CPU sample
+        self.task_clock = TaskClock()  # main thread only
         self._next_heartbeat = 0.0  # main thread only: when to publish the status again
         will = NodeStatus(self.node_id, "offline", sorted(config.datasets), self.session, agent=AGENT)
         self.link = MqttLink(
@@ -74,6 +79,13 @@ class EdgeAgent:
         self.link.route(topics.my_assignments(self.node_id), self.intake.on_assignment)
         self.link.route(topics.all_swarm_states(), self.intake.on_swarm_state)
         self.link.on_connect(self.intake.on_connect)
+        self.remote_log = RemoteLog(  # the root logger's while run() runs; thread-safe
+            self.node_id,
+            self.link,
+            publish=config.log_publish,
+            level=config.log_level,
+            per_minute=config.log_per_minute,
+        )
 
     # --- main thread ---------------------------------------------------------------------------
 
@@ -95,7 +107,9 @@ class EdgeAgent:
     def run(self, stop: threading.Event) -> None:
         """Until ``stop``; then finish the running job (start no queued one), go offline, disconnect."""
         self.owner.check()
+        self.remote_log.install()  # our warnings and errors go out on our log topic too, once connected
         if not self.connect(stop):
+            self.remote_log.uninstall()
             return
         log.info("node %s ready (datasets: %s)", self.node_id, ", ".join(sorted(self.config.datasets)) or "none")
         trust = self.config.trust
@@ -117,6 +131,7 @@ class EdgeAgent:
             self.worker.stop()
             self.worker.join()
             offline = self._status("offline", running=None)
+            self.remote_log.uninstall()  # what it queued goes out first
             self.link.stop(final=[(topics.node_status(self.node_id), offline.to_bytes())])
 
     def pump(self, timeout: float) -> None:
@@ -163,4 +178,8 @@ class EdgeAgent:
             rejected=self.reject.as_dict(),
             agent=AGENT,
             heartbeat=round(time.time(), 3),
+            interval=self.heartbeat_seconds,
+            task_started=self.task_clock.started(self.book.running if running is not None else None),
+            last_error=self.remote_log.last_error,
+            **self.health.read().fields(),
         )

@@ -31,6 +31,28 @@ MESSAGES = {
         "n1", "busy", ["a.npz", "b"], 1795000000000, "sw/3/worker", {"malformed": 2}, "manta-mqtt 0.1.0"
     ),
     "node_status_offline": NodeStatus("n1", "offline", [], 0),
+    "node_status_health": NodeStatus(
+        "n1",
+        "busy",
+        [],
+        1795000000000,
+        "sw/3/worker",
+        {},
+        "manta-mqtt 0.1.0",
+        1795000123.5,
+        interval=30.0,
+        uptime=3600.5,
+        cpu=12.5,
+        load1=0.25,
+        mem_used=300,
+        mem_total=1000,
+        rss=50,
+        disk_free=2000,
+        disk_total=30000,
+        temp=-3.5,
+        task_started=1795000100.0,
+        last_error="ValueError: x",
+    ),
     "swarm_state": SwarmState("sw", "name", "running", 3, "worker", 2, 3, {"val_acc": 0.96, "loss": 0.12}, ""),
     "blob_meta_inline": BlobMeta(BlobInfo(SHA, 3, 1024), b"abc"),
     "blob_meta": BlobMeta(BlobInfo(SHA, 4096, 1024)),
@@ -58,6 +80,7 @@ MESSAGES = {
 PINNED = {
     "node_status": "1a8c010670bf5121cc09843b5e0b51082fe55c7873fa1357fc74b95ac6357bcb",  # + heartbeat
     "node_status_offline": "745d89dd58118e333dda51f22c337a985c57da4f78302d9f080200b5984ec702",  # + heartbeat
+    "node_status_health": "8a09842ab29449a8e02fd22e515cbcbae7f09457d558b23ced9c14fa3cf0b115",  # + health fields
     "swarm_state": "a67398245779fcd281fa516864fe421bccd07b565fd2514375f17c5bb9755e88",  # + updated
     "blob_meta_inline": "536456ab5655d6a049a5004258b0729c0b2c97928cf790a5848f5aeb4e1311e7",
     "blob_meta": "202ff965dbb8acc34d0cf3c2ff9993da6553d81d5fe5227a7ad56d304a84dcbf",

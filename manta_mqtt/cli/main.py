@@ -24,6 +24,7 @@ from ..protocol.text import printable, printable_logging
 from ..transport.mqtt import BrokerAddress
 from .connect import VERSION_CHOICE, VERSION_HELP, broker_address, broker_options
 from .keys import keygen
+from .logs import logs
 from .results import results
 from .site import site
 from .swarms import stop, swarms
@@ -301,6 +302,7 @@ cli.add_command(site)
 cli.add_command(swarms)
 cli.add_command(stop)
 cli.add_command(top)
+cli.add_command(logs)
 
 
 def main() -> None:

@@ -129,6 +129,28 @@ ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 #: assignment outside (0, 7 days] is dropped and counted ``malformed``.
 MAX_TASK_TIMEOUT_SECONDS = 7 * 24 * 3600
 
+# --- node health and logs ------------------------------------------------------------------
+
+#: Characters of the ``last_error`` a node's status carries (its last warning or error). Enforced
+#: by the node, which cuts the text, and by ``NodeStatus.parse``, which cuts a longer one.
+MAX_STATUS_ERROR_LENGTH = 300
+
+#: Largest ``NodeLog`` payload a reader decodes. Enforced by ``NodeLog.parse`` before decoding; a
+#: larger one is dropped (``manta-mqtt logs`` shows nothing of it).
+MAX_LOG_BYTES = 32 * KiB
+
+#: Bytes (UTF-8) of a ``NodeLog``'s ``message``. Enforced by the node (it cuts the text) and by
+#: ``NodeLog.parse``, which drops a message with a longer one.
+MAX_LOG_MESSAGE_BYTES = 1 * KiB
+
+#: Lines of a failed task's stderr or traceback a ``NodeLog`` carries in ``tail``: the last ones.
+#: Enforced by the node, which drops the earlier lines.
+LOG_TAIL_LINES = 40
+
+#: Bytes (UTF-8) of a ``NodeLog``'s ``tail``. Enforced by the node (it keeps the last bytes) and
+#: by ``NodeLog.parse``, which drops a message with a longer one.
+MAX_LOG_TAIL_BYTES = 4 * KiB
+
 # --- task channel (local, between a host and its task process) --------------------------------
 
 #: Largest frame a host reads from its task process. Enforced by ``Channel.recv``; a larger frame

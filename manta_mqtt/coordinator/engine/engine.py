@@ -145,7 +145,7 @@ class Engine:
         step = self.nodes.step
         if step is None:
             return None
-        stale_at = [self.run.seen[n] + self.timing.stale_after for n in step.round.missing if n in self.run.seen]
+        stale_at = [self.run.seen[n] + self.run.stale_after(n) for n in step.round.missing if n in self.run.seen]
         times = [t for t in [step.round.next_change(self._now), *stale_at] if t is not None and t > self._now]
         return min(times, default=None)
 

@@ -37,9 +37,14 @@ class RunData:
         self.out.append(action)
 
     def stale(self, node: str) -> bool:
-        """No status from ``node`` for ``stale_after`` seconds: dead, or a retained status of a
+        """No status from ``node`` for :meth:`stale_after` seconds: dead, or a retained status of a
         node that is gone (or never was). Live nodes re-send theirs as a heartbeat."""
-        return self.now >= self.seen.get(node, self.now) + self.plan.timing.stale_after
+        return self.now >= self.seen.get(node, self.now) + self.stale_after(node)
+
+    def stale_after(self, node: str) -> float:
+        """``stale_after``, or 3 of the heartbeat intervals the node's status states if longer."""
+        status = self.fleet.get(node)
+        return max(self.plan.timing.stale_after, 3 * ((status.interval or 0.0) if status is not None else 0.0))
 
     def unavailable(self, node: str) -> str:
         """Why a node the coordinator heard of is not online for this run ("" if it is)."""
@@ -125,10 +130,9 @@ class NodeSteps:
             return None
         for node in step.round.expire(now):
             self._node_failed(step, node, "no result before the step deadline")
-        silent = f"no status from the node for {self.run.plan.timing.stale_after:.0f} s"
         for node in [n for n in step.round.missing if self.run.stale(n)]:
             if step.round.node_lost(node, now):
-                self._node_failed(step, node, silent)
+                self._node_failed(step, node, f"no status from the node for {self.run.stale_after(node):.0f} s")
         state = step.round.state(now, wait_for_lost=step.waits_for_lost)
         if state is StepState.PROCEED:
             return self._close(step)

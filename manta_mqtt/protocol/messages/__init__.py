@@ -6,7 +6,7 @@ raises :class:`ProtocolError` for anything that is not exactly a v1 message: cal
 count it and drop it.
 
 By purpose: ``fields`` (version, error, field readers), ``status`` (JSON, retained), ``control``
-(JSON, an operator's request to a coordinator), ``blobs``
+(JSON, an operator's request to a coordinator), ``log`` (JSON, a node's log record), ``blobs``
 (blob meta and chunks), ``work`` (assignments and result envelopes). Import from here.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 from .blobs import BlobMeta, Chunk
 from .control import ControlCommand, SwarmControl
 from .fields import VERSION, ProtocolError
+from .log import LogLevel, NodeLog
 from .status import NodeState, NodeStatus, SwarmState
 from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, RunStatus, Signature, Value
 
@@ -27,6 +28,8 @@ __all__ = [
     "CodeRef",
     "ControlCommand",
     "GlobalRefs",
+    "LogLevel",
+    "NodeLog",
     "NodeState",
     "NodeStatus",
     "ProtocolError",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar, Literal, cast, get_args
+from typing import Any, ClassVar, Literal, TypeVar, cast, get_args
 
-from .fields import VERSION, _choice, _finite, _get, _id, _load_json, _metrics, _nonneg, _str_list
+from ..limits import MAX_STATUS_ERROR_LENGTH
+from .fields import VERSION, ProtocolError, _choice, _finite, _get, _id, _load_json, _metrics, _nonneg, _str_list
+
+T = TypeVar("T")
 
 NodeState = Literal["online", "busy", "offline"]  # busy: running a task
 
@@ -21,13 +25,36 @@ class NodeStatus:
     session: int = 0  # start time in ms: tells a restart from a reconnect
     running: str | None = None  # "swarm/iteration/task" while busy
     rejected: dict[str, int] = field(default_factory=dict)
-    agent: str = ""
-    heartbeat: float = 0.0  # the node's clock (unix s) when it sent this; it re-sends at least every 30 s
+    agent: str = ""  # "manta-mqtt {version}"
+    heartbeat: float = 0.0  # the node's clock (unix s) when it sent this; it re-sends every `interval` s
+    # health, optional (None: not known, left out of the JSON; nodes before them send none)
+    interval: float | None = None  # seconds between heartbeats: silent for 3 of them, the node is stale
+    uptime: float | None = None  # seconds since the agent started
+    cpu: float | None = None  # % of the whole machine busy since the previous status, 0-100
+    load1: float | None = None  # the 1-minute load average
+    mem_used: int | None = None  # bytes of the machine's memory in use (total - available)
+    mem_total: int | None = None
+    rss: int | None = None  # bytes of memory the agent process holds
+    disk_free: int | None = None  # bytes free for the agent on its data_dir's filesystem
+    disk_total: int | None = None
+    temp: float | None = None  # SoC temperature, degrees C (None: the machine has no sensor)
+    task_started: float | None = None  # the node's clock (unix s) when the running task started
+    last_error: str | None = None  # the agent's last warning or error (at most MAX_STATUS_ERROR_LENGTH)
 
     STATES: ClassVar[tuple[NodeState, ...]] = get_args(NodeState)
+    HEALTH: ClassVar[tuple[str, ...]] = (
+        "interval", "uptime", "cpu", "load1", "mem_used", "mem_total", "rss", "disk_free", "disk_total", "temp",
+        "task_started", "last_error",
+    )  # fmt: skip
+
+    @property
+    def version(self) -> str:
+        """The agent's package version, from ``agent`` ("manta-mqtt 0.1.0" -> "0.1.0"; "" if unknown)."""
+        return self.agent.rpartition(" ")[2]
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"v": VERSION, **asdict(self)}, sort_keys=True).encode()
+        fields = {k: v for k, v in asdict(self).items() if v is not None or k not in self.HEALTH}
+        return json.dumps({"v": VERSION, **fields}, sort_keys=True, allow_nan=False).encode()
 
     @classmethod
     def parse(cls, payload: bytes) -> NodeStatus:
@@ -43,7 +70,44 @@ class NodeStatus:
             rejected={str(k): int(v) for k, v in rejected.items() if isinstance(v, int)},
             agent=_get(data, "agent", str, ""),
             heartbeat=_finite(data, "heartbeat", 0.0),
+            interval=_optional(_finite, data, "interval"),
+            uptime=_optional(_finite, data, "uptime"),
+            cpu=_percent(_optional(_finite, data, "cpu")),
+            load1=_optional(_finite, data, "load1"),
+            mem_used=_optional(_nonneg, data, "mem_used"),
+            mem_total=_optional(_nonneg, data, "mem_total"),
+            rss=_optional(_nonneg, data, "rss"),
+            disk_free=_optional(_nonneg, data, "disk_free"),
+            disk_total=_optional(_nonneg, data, "disk_total"),
+            temp=_optional(_celsius, data, "temp"),
+            task_started=_optional(_finite, data, "task_started"),
+            last_error=_cut(_optional(_get, data, "last_error", str)),
         )
+
+
+def _optional(read: Callable[..., T], data: dict[str, Any], key: str, *args: Any) -> T | None:
+    """A health field: absent or null is None; anything else must be what ``read`` accepts."""
+    if data.get(key) is None:
+        return None
+    return read(data, key, *args)
+
+
+def _cut(text: str | None) -> str | None:
+    return text[:MAX_STATUS_ERROR_LENGTH] if text is not None else None
+
+
+def _percent(value: float | None) -> float | None:
+    if value is not None and value > 100:
+        raise ProtocolError(f"field 'cpu' must be a percentage, not {value}")
+    return value
+
+
+def _celsius(data: dict[str, Any], key: str) -> float:
+    """A temperature: finite, below zero allowed (a Pi outdoors in winter)."""
+    value = _get(data, key, (int, float))
+    if not -1000 <= value <= 1000:  # NaN and infinities too
+        raise ProtocolError(f"field {key!r} must be a temperature in degrees C, not {value}")
+    return float(value)
 
 
 @dataclass
