@@ -34,6 +34,7 @@ from manta_mqtt.protocol.rejections import Rejections
 from manta_mqtt.transport.blobs import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink, Will
 
+from .check import connection_problem, failure_kind
 from .config import NodeConfig
 from .events import Event, WorkerCrashed
 from .health import HealthProbe, TaskClock
@@ -90,22 +91,35 @@ class EdgeAgent:
     # --- main thread ---------------------------------------------------------------------------
 
     def connect(self, stop: threading.Event) -> bool:
-        """Connect, retrying with exponential back-off until connected or ``stop`` is set."""
-        delay = 1.0
+        """Connect, retrying with exponential back-off until connected or ``stop`` is set.
+
+        Each new reason is logged once (ERROR when a person must act: credentials, certificates),
+        its repeats at INFO, so that a refused node does not fill the journal line by line.
+        """
+        delay, said = 1.0, ""
         while not stop.is_set():
             if self.link.start():
                 filters = [topics.my_assignments(self.node_id), topics.all_swarm_states()]
                 if self.link.subscribe(filters, wait=10.0):
                     return True
-                log.warning("broker %s did not acknowledge our subscriptions; reconnecting", self.config.broker)
                 self.link.stop()
-            log.warning("cannot connect to %s: %s; retrying in %.0f s", self.config.broker, self.link.failure, delay)
+                problem, level = f"broker {self.config.broker} did not acknowledge our subscriptions", logging.WARNING
+            else:
+                problem = connection_problem(self.config, self.link.failure)
+                needs_a_person = failure_kind(self.link.failure) in ("not authorised", "TLS")
+                level = logging.ERROR if needs_a_person else logging.WARNING
+            if problem != said:
+                log.log(level, "%s; retrying with back-off", problem)
+                said = problem
+            else:
+                log.info("still cannot connect (%s); retrying in %.0f s", failure_kind(self.link.failure), delay)
             stop.wait(delay)
             delay = min(delay * 2, 60.0)
         return False
 
-    def run(self, stop: threading.Event) -> None:
-        """Until ``stop``; then finish the running job (start no queued one), go offline, disconnect."""
+    def run(self, stop: threading.Event, kill: threading.Event | None = None) -> None:
+        """Until ``stop``; then give the running job ``stop_grace`` seconds (none once ``kill`` is
+        set) and kill it, start no queued one, go offline, disconnect."""
         self.owner.check()
         self.remote_log.install()  # our warnings and errors go out on our log topic too, once connected
         if not self.connect(stop):
@@ -120,9 +134,7 @@ class EdgeAgent:
                 self.pump(0.5)
                 if time.monotonic() >= self._next_heartbeat:
                     self.announce()  # a coordinator takes a node it has not heard of for a while as gone
-            self.worker.stop()
-            while self.worker.is_alive():  # keep cancelling and announcing while the last job ends
-                self.pump(0.2)
+            self._wind_down(kill if kill is not None else threading.Event())
         except BaseException:
             for job in self.book.jobs():  # a crash: kill the running task rather than wait for it
                 job.cancel.set()
@@ -133,6 +145,27 @@ class EdgeAgent:
             offline = self._status("offline", running=None)
             self.remote_log.uninstall()  # what it queued goes out first
             self.link.stop(final=[(topics.node_status(self.node_id), offline.to_bytes())])
+
+    def _wind_down(self, kill: threading.Event) -> None:
+        """Start no other job; the running one gets ``stop_grace`` seconds, then its task is killed."""
+        self.worker.stop()
+        running = self.book.running
+        grace = self.config.stop_grace
+        if running is not None:
+            log.warning("stopping: waiting up to %.0f s for task %s (stop again to kill it now)", grace, running.label)
+        else:
+            log.info("stopping")
+        deadline = time.monotonic() + grace
+        killed = False
+        while self.worker.is_alive():  # keep handling events (and announcing) while the last job ends
+            self.pump(0.2)
+            if not killed and (kill.is_set() or time.monotonic() >= deadline):
+                killed = True
+                for job in self.book.jobs():
+                    job.cancel.set()
+                running = self.book.running
+                if running is not None:
+                    log.warning("task %s killed", running.label)
 
     def pump(self, timeout: float) -> None:
         """Handle one inbox event, if one comes within ``timeout`` seconds."""

@@ -14,7 +14,9 @@ from manta_mqtt.protocol.signing import Trust, parse_public
 from manta_mqtt.protocol.text import printable_logging
 from manta_mqtt.transport.mqtt import BrokerAddress
 
-from .config import ConfigError, NodeConfig
+from .check import check as check_config
+from .check import load_for_check
+from .config import ConfigError, NodeConfig, identity_problems
 
 
 @click.group()
@@ -59,27 +61,48 @@ def start(
             config.trust = Trust([parse_public(path.read_text()) for path in trust_keys])
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    problems = identity_problems(config)
+    if problems:
+        raise click.ClickException("\n".join(problems))
     from .agent import EdgeAgent
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    EdgeAgent(config).run(stop)
+    stop, kill = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # the first SIGTERM or Ctrl-C stops gracefully; a second one kills the running task at once
+        if stop.is_set():
+            kill.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    EdgeAgent(config).run(stop, kill)
 
 
 @cli.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
-def check(config_path: Path) -> None:
-    """Validate a config file and show what the node would announce."""
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="The node's TOML config.")
+@click.option("--offline", is_flag=True, help="Check the file, datasets and identity only; do not connect.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the broker's answer.",
+)
+def check(config_path: Path, offline: bool, timeout: float) -> None:
+    """Validate a config file, its datasets and identity, and log in to the broker; exit 1 on any problem."""
     printable_logging(logging.WARNING)
-    try:
-        config = NodeConfig.load(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"node {config.node_id} -> {config.broker} (MQTT {config.mqtt_version})")
-    for name, path in sorted(config.datasets.items()):
-        click.echo(f"  dataset {name}: {path}")
-    click.echo(f"  {config.trust.describe()}")
+    config, problems = load_for_check(config_path)
+    if config is not None:
+        report = check_config(config, offline=offline, timeout=timeout)
+        click.echo("\n".join(report.lines))
+        problems = report.problems
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} found in {config_path}", err=True)
+        raise SystemExit(1)
+    click.echo("all well" + (" (broker not tried)" if offline else ""))
 
 
 def _url_password(url: str) -> bool:
