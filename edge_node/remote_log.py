@@ -37,7 +37,7 @@ from manta_mqtt.protocol.limits import MAX_STATUS_ERROR_LENGTH
 from manta_mqtt.protocol.messages import LogLevel, NodeLog
 from manta_mqtt.transport.mqtt import MqttLink
 
-#: Records waiting for the publisher; past it they are dropped (and counted).
+#: Records held for the publisher (e.g. while the link is down); past it they are dropped (and counted).
 QUEUE_SIZE = 64
 LEVELS = {"warning": logging.WARNING, "error": logging.ERROR}
 
@@ -97,7 +97,8 @@ class RemoteLog(logging.Handler):
         self._dropped = 0  # emit only; the publisher adds to it through _count_lock
         self._count_lock = threading.Lock()
         self._last_error: str | None = None
-        self._queue: queue.Queue[NodeLog | None] = queue.Queue(maxsize=queue_size)
+        # the publisher holds one more while the link is down: queue_size in all
+        self._queue: queue.Queue[NodeLog | None] = queue.Queue(maxsize=max(1, queue_size - 1))
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._publish_loop, name="edge-log-publisher", daemon=True)
 
