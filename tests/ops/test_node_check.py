@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,3 +213,31 @@ def test_config_errors_are_one_line_each(tmp_path: Path) -> None:
         "unknown table [dataset]; did you mean [datasets]?",
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_start_with_a_wrong_password_says_so_once_and_keeps_trying(secured: MosquittoProcess, tmp_path: Path) -> None:
+    config = password_node(tmp_path, secured, "n1", "n1", "wrong")
+    log = tmp_path / "node.log"
+    with log.open("wb") as out:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "edge_node.cli", "start", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        deadline = time.monotonic() + 60  # attempts at 0, 1, 3 and 7 s: wait for the third
+        while log.read_text().count("still cannot connect") < 2:
+            assert time.monotonic() < deadline and node.poll() is None, log.read_text()
+            time.sleep(0.2)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        code = node.wait(30)
+    text = log.read_text()
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, text
+    assert errors[0].endswith(
+        "not authorised by the broker: check [broker] username and password_file; retrying with back-off"
+    )
+    assert "still cannot connect (not authorised)" in text and "unreachable" not in text
+    assert code == 0  # stopped while retrying: a clean exit

@@ -7,6 +7,8 @@ a node killed with SIGKILL leaves no task process behind.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from manta_mqtt.protocol.messages import NodeStatus
 from manta_mqtt.swarm import load_swarm
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
-from ..conftest import SIGNING_KEY, BrokerUnderTest, NodeProcess
+from ..conftest import ROOT, SIGNING_KEY, BrokerUnderTest, NodeProcess
 from ..test_e2e_swarm import COUNTER, numbers
 
 
@@ -145,3 +147,46 @@ def test_sigkill_of_the_agent_leaves_no_task_process(busy: Busy) -> None:
     busy.node.proc.kill()
     busy.node.proc.wait(timeout=10)
     assert alive(busy.group, within=10) == []
+
+
+HOST = """
+import sys
+from pathlib import Path
+from manta_mqtt.runtime.executor import run_task
+
+class Host:
+    def context(self):
+        return {}
+
+run_task(Path(sys.argv[1]), "usertask", Host(), timeout=600, workdir=Path(sys.argv[2]))
+"""
+
+TASK_WITH_A_CHILD = """
+import os, subprocess, sys, time
+
+def main():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    open("pids.tmp", "w").write(f"{os.getpid()} {child.pid}")
+    os.rename("pids.tmp", "pids")
+    time.sleep(600)
+"""
+
+
+def test_a_killed_host_takes_the_task_and_the_processes_it_started_along(tmp_path: Path) -> None:
+    """The runtime alone (the coordinator runs tasks with it too): SIGKILL the process that called run_task."""
+    bundle, work = tmp_path / "bundle", tmp_path / "work"
+    bundle.mkdir()
+    (bundle / "usertask.py").write_text(TASK_WITH_A_CHILD)
+    host = subprocess.Popen([sys.executable, "-c", HOST, str(bundle), str(work)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "pids").exists():
+            assert time.monotonic() < deadline and host.poll() is None
+            time.sleep(0.1)
+        task, child = (psutil.Process(int(pid)) for pid in (work / "pids").read_text().split())
+        group = [task, *task.children()]  # its child and its sentinel
+        assert child in group and len(group) == 3
+    finally:
+        host.kill()
+        host.wait()
+    assert alive(group, within=10) == []
