@@ -13,7 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol import topics
-from ..protocol.messages import Assignment, BlobMeta, Chunk, NodeStatus, ProtocolError, ResultEnvelope, SwarmState
+from ..protocol.messages import (
+    Assignment,
+    BlobMeta,
+    Chunk,
+    NodeLog,
+    NodeStatus,
+    ProtocolError,
+    ResultEnvelope,
+    SwarmControl,
+    SwarmState,
+)
 from ..transport.mqtt import BrokerAddress, MqttLink
 
 
@@ -30,6 +40,13 @@ def describe(topic: str, payload: bytes) -> str:
             s = NodeStatus.parse(payload)
             running = f" running={s.running}" if s.running else ""
             return f"{topic} {s.state} datasets={s.datasets}{running}"
+        if kind is topics.Kind.NODE_LOG:
+            g = NodeLog.parse(payload)
+            tail = f" (+{g.tail.count(chr(10)) + 1} line(s) of stderr)" if g.tail else ""
+            return f"{topic} {g.level.upper()} {g.logger}: {g.message}{tail}"
+        if kind is topics.Kind.SWARM_CONTROL:
+            c = SwarmControl.parse(payload)
+            return f"{topic} {c.command} by={c.by!r} reason={c.reason!r}"
         if kind is topics.Kind.SWARM_STATE:
             w = SwarmState.parse(payload)
             return (
@@ -44,6 +61,8 @@ def describe(topic: str, payload: bytes) -> str:
         if kind is topics.Kind.BLOB_META:
             m = BlobMeta.parse(payload)
             return f"{topic} blob {m.info.size} bytes in {m.info.count} chunk(s)"
+        if kind is not topics.Kind.BLOB_CHUNK and kind is not topics.Kind.UPLOAD_CHUNK:
+            return f"{topic} ({len(payload)} bytes)"
         c = Chunk.parse(payload)
         return f"{topic} chunk {c.index + 1}/{c.info.count} ({len(c.data)} bytes)"
     except ProtocolError as exc:
