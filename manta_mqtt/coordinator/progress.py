@@ -70,7 +70,7 @@ class ConsoleProgress:
     def _flush_errors(self) -> None:
         for (task, _), nodes in self._errors.items():
             if len(nodes) > 1:
-                self.warn(f"{task}: same error on {', '.join(nodes[1:])}")
+                self.warn(f"{task}: same error on {', '.join(sorted(nodes[1:]))}")
         self._errors = {}
 
     def step_started(self, iteration: int, task: str, nodes: list[str]) -> None:
