@@ -55,6 +55,20 @@ def test_states_staleness_filters_and_sorts() -> None:
     assert [r.status.node for r in node_rows(view, NOW, sort="state")] == ["b", "d", "a", "c"]
 
 
+def test_a_node_row_shows_its_health() -> None:
+    from rich.console import Console
+
+    health = {"cpu": 37.2, "temp": 51.4, "mem_used": 300 << 20, "mem_total": 1 << 30, "disk_free": 5 << 30,
+              "uptime": 7200.0, "task_started": NOW - 65, "last_error": "dataset x missing"}  # fmt: skip
+    s = NodeStatus("n1", "busy", running="sw/1/worker", agent="manta-mqtt 0.1.0", heartbeat=NOW, **health)  # type: ignore[arg-type]
+    view = fold((topics.node_status("n1"), s.to_bytes()))
+    console = Console(width=220, record=True, color_system=None)
+    console.print(screen(view, NOW, "mqtt://b", sort="cpu", only="all", height=40))
+    row = next(line for line in console.export_text().splitlines() if line.lstrip().startswith("n1"))
+    for shown in ("busy", "0.1.0", "2h", "37%", "300.0M/1.0G", "5.0G", "51C", "sw/1/worker 1m", "dataset x missing"):
+        assert shown in row, (shown, row)
+
+
 def test_traffic_rates_and_invalid_messages() -> None:
     view = SiteView()
     for second in range(RATE_WINDOW):

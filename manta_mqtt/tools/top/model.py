@@ -33,7 +33,7 @@ class NodeRow:
 
     def stale(self, now: float) -> bool:
         """Silent for longer than 3 of its heartbeat intervals (or 90 s if it does not say)."""
-        interval = float(getattr(self.status, "interval", 0) or 0)
+        interval = self.status.interval or 0.0
         limit = max(DEFAULT_STALE, 3 * interval)
         heard = self.status.heartbeat or self.seen
         return self.status.state != "offline" and now - max(heard, self.seen) > limit
@@ -140,7 +140,7 @@ def node_rows(view: SiteView, now: float, sort: str = "node", only: str = "all")
         "node": lambda r: (r.status.node,),
         "state": lambda r: (r.shown_state(now), r.status.node),
         "seen": lambda r: (-r.seen, r.status.node),
-        "cpu": lambda r: (-float(getattr(r.status, "cpu", None) or 0), r.status.node),
-        "temp": lambda r: (-float(getattr(r.status, "temp", None) or 0), r.status.node),
+        "cpu": lambda r: (-(r.status.cpu or 0.0), r.status.node),
+        "temp": lambda r: (-(r.status.temp or 0.0), r.status.node),
     }
     return sorted(rows, key=keys[sort])

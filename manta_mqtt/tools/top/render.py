@@ -6,8 +6,6 @@ markup is never interpreted, so a hostile status cannot paint the operator's ter
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -32,10 +30,6 @@ def _size(octets: float | None) -> str:
     return f"{octets:.0f}"
 
 
-def _field(status: Any, name: str) -> Any:
-    return getattr(status, name, None)
-
-
 def _text(value: object, width: int = 40) -> Text:
     return Text(printable(str(value), one_line=True)[:width])
 
@@ -47,10 +41,8 @@ def _node_cells(row: NodeRow, now: float) -> list[Text]:
     s = row.status
     state = row.shown_state(now)
     heard = s.heartbeat or row.seen
-    cpu, temp = _field(s, "cpu"), _field(s, "temp")
-    mem_used, mem_total = _field(s, "mem_used"), _field(s, "mem_total")
-    disk_free = _field(s, "disk_free")
-    uptime, started = _field(s, "uptime"), _field(s, "task_started")
+    cpu, temp, mem_used, mem_total = s.cpu, s.temp, s.mem_used, s.mem_total
+    uptime, started = s.uptime, s.task_started
     task = s.running or ""
     if task and started:
         task += f" {_age(now - started)}"
@@ -58,14 +50,14 @@ def _node_cells(row: NodeRow, now: float) -> list[Text]:
         _text(s.node, 24),
         Text(state, style=STATE_STYLE.get(state, "")),
         Text(_age(now - heard)),
-        _text(_field(s, "version") or s.agent, 16),
+        _text(s.version, 16),
         Text(_age(uptime) if uptime else "-"),
         Text(f"{cpu:.0f}%" if cpu is not None else "-"),
         Text(f"{_size(mem_used)}/{_size(mem_total)}" if mem_total else "-"),
-        Text(_size(disk_free)),
+        Text(_size(s.disk_free)),
         Text(f"{temp:.0f}C" if temp is not None else "-"),
         _text(task, 30),
-        _text(_field(s, "last_error") or "", 40),
+        _text(s.last_error or "", 40),
         Text(str(sum(s.rejected.values())) if s.rejected else ""),
     ]
 
