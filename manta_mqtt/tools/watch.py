@@ -45,8 +45,8 @@ def describe(topic: str, payload: bytes) -> str:
             tail = f" (+{g.tail.count(chr(10)) + 1} line(s) of stderr)" if g.tail else ""
             return f"{topic} {g.level.upper()} {g.logger}: {g.message}{tail}"
         if kind is topics.Kind.SWARM_CONTROL:
-            c = SwarmControl.parse(payload)
-            return f"{topic} {c.command} by={c.by!r} reason={c.reason!r}"
+            request = SwarmControl.parse(payload)
+            return f"{topic} {request.command} by={request.by!r} reason={request.reason!r}"
         if kind is topics.Kind.SWARM_STATE:
             w = SwarmState.parse(payload)
             return (
