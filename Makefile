@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU build: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test lint unit bench clean mosquitto
+.PHONY: setup demo test lint unit bench clean mosquitto pi-check
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ unit: setup
 bench: setup
 	$(BIN)/python bench/bench_transfer.py
 	$(BIN)/python bench/bench_codec.py
+
+# An edge node on Debian bookworm arm64 (emulated by qemu-user) installed as docs/deploy.md says,
+# in a small swarm against a broker on this host. Needs root; not part of `make test`.
+pi-check: setup mosquitto
+	$(BIN)/python deploy/pi_check.py
 
 clean:
 	rm -rf $(VENV) .demo manta_runs .pytest_cache .mypy_cache .ruff_cache
