@@ -44,7 +44,15 @@ def connected(monkeypatch: pytest.MonkeyPatch) -> list[BrokerAddress]:
 
         def run(self) -> SimpleNamespace:
             return SimpleNamespace(
-                swarm_id="s", state="stopped", reason="", iterations=0, metrics={}, rejected={}, store_path="x"
+                swarm_id="s",
+                state="stopped",
+                reason="",
+                iterations=0,
+                metrics={},
+                rejected={},
+                store_path="x",
+                kept=True,
+                exit_code=0,
             )
 
     def node_table(address: BrokerAddress, **_: Any) -> list[dict[str, Any]]:
@@ -162,5 +170,5 @@ def test_the_password_file_reaches_a_real_broker(password_broker: MosquittoProce
     right = nodes(SECRET)
     assert right.returncode == 0 and right.stdout.strip() == "[]" and right.stderr == "", right.stderr
     wrong = nodes("wrong")
-    assert wrong.returncode == 1 and "cannot connect to mqtt://127.0.0.1:" in wrong.stderr
+    assert wrong.returncode == 1 and "refused user 'coordinator': not authorised" in wrong.stderr
     assert "Traceback" not in wrong.stderr
