@@ -88,7 +88,7 @@ def _broker_steps(s: Site, change: Change, first: bool = False) -> None:
         click.echo("  sudo apt install mosquitto mosquitto-clients")
     for line in install_commands(change.bundle, change.restart, first):
         click.echo(f"  {line}")
-    click.echo("  sudo journalctl -u mosquitto -n 20    # no warning, no error")
+    click.echo("  sudo tail -n 20 /var/log/mosquitto/mosquitto.log    # no warning, no error")
     if change.restart and not first:
         click.echo(
             "(A restart, not a reload: a reload refuses a revoked certificate only at its next connection and\n"
