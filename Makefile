@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU build: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test lint unit bench clean mosquitto pi-check
+.PHONY: setup demo test lint unit bench clean mosquitto pi-check systemd-check
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ bench: setup
 # in a small swarm against a broker on this host. Needs root; not part of `make test`.
 pi-check: setup mosquitto
 	$(BIN)/python deploy/pi_check.py
+
+# The edge node's unit, hardening and all, under a real systemd: a Debian bookworm root booted
+# with systemd-nspawn, a swarm, then `systemctl stop` during a long task. Root; not in `make test`.
+systemd-check: setup mosquitto
+	$(BIN)/python deploy/systemd_check.py
 
 clean:
 	rm -rf $(VENV) .demo manta_runs .pytest_cache .mypy_cache .ruff_cache
