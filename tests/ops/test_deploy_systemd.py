@@ -2,8 +2,9 @@
 
 `systemd-analyze verify` loads the unit from a scratch root (the host's own units, so that its
 dependencies resolve, and a stand-in for /opt/manta/bin/edge-node); any warning fails. Running
-it under systemd needs a machine booted with systemd: `make pi-check` runs its ExecStart in an
-arm64 root, as its user, and docs/deploy.md says what was checked where.
+it under a real systemd is `make systemd-check` (a booted nspawn container; root, not part of
+`make test`); `make pi-check` runs its ExecStart in an arm64 root; docs/deploy.md says what was
+checked where.
 """
 
 from __future__ import annotations
