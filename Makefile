@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU build: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test lint unit bench clean mosquitto pi-check systemd-check
+.PHONY: setup demo test lint unit bench bench-quick clean mosquitto pi-check systemd-check
 
 setup: $(STAMP)
 
@@ -38,9 +38,13 @@ test: setup mosquitto lint
 unit: setup
 	$(BIN)/python -m pytest -q -rs --ignore=tests/test_e2e_swarm.py --ignore=tests/chaos --ignore=tests/test_coordinator_threads.py
 
-bench: setup
-	$(BIN)/python bench/bench_transfer.py
-	$(BIN)/python bench/bench_codec.py
+# Issue 9's figures, measured in one run: bench/results/latest.json and docs/benchmarks.md.
+# Starts its own Mosquitto and edge-node processes; not part of `make test`.
+bench: setup mosquitto
+	$(BIN)/python bench/run_all.py
+
+bench-quick: setup mosquitto
+	$(BIN)/python bench/run_all.py --quick
 
 # An edge node on Debian bookworm arm64 (emulated by qemu-user) installed as docs/deploy.md says,
 # in a small swarm against a broker on this host. Needs root; not part of `make test`.

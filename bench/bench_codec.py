@@ -30,12 +30,10 @@ def model(params: int) -> dict[str, np.ndarray]:
     return layers
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--params", type=int, default=10_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    weights = model(args.params)
+def measure(params: int, repeat: int) -> list[dict[str, Any]]:
+    """Encode/decode seconds and GB/s (of the arrays' bytes, 10^9) of each case, codec first."""
+    weights = model(params)
+    array_bytes = sum(a.nbytes for a in weights.values())
     native = codec.encode(weights)
     npy = codec.encode(numpy_to_bytes(weights))
     pickled = pickle.dumps(weights, protocol=5)
@@ -52,11 +50,11 @@ def main() -> None:
     }
     sizes = {"codec ndarray ext": len(native), "numpy_to_bytes + msgpack (Manta)": len(npy)}
     sizes["pickle (unsafe on the network; reference only)"] = len(pickled)
-    rows = []
+    rows: list[dict[str, Any]] = []
     base_enc = base_dec = 0.0
     for name, (enc, dec) in cases.items():
-        enc_s = median_seconds(enc, args.repeat)
-        dec_s = median_seconds(dec, args.repeat)
+        enc_s = median_seconds(enc, repeat)
+        dec_s = median_seconds(dec, repeat)
         if not rows:
             base_enc, base_dec = enc_s, dec_s
         row = {
@@ -64,11 +62,22 @@ def main() -> None:
             "bytes": sizes[name],
             "encode_s": round(enc_s, 4),
             "decode_s": round(dec_s, 4),
+            "encode_GBps": round(array_bytes / enc_s / 1e9, 2),
+            "decode_GBps": round(array_bytes / dec_s / 1e9, 2),
             "encode_vs_codec": round(enc_s / base_enc, 2),
             "decode_vs_codec": round(dec_s / base_dec, 2),
         }
         print(row)
         rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--params", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    rows = measure(args.params, args.repeat)
     write("codec", rows, params=args.params, repeat=args.repeat)
 
 

@@ -1,21 +1,24 @@
-"""Idle memory of an edge-node agent (RSS after it connected and announced itself), next to a
-bare interpreter that only imports paho, msgpack and numpy.
+"""Idle memory and CPU of an edge-node agent (RSS after it connected and announced itself, CPU
+over a window of idling), next to a bare interpreter that only imports paho, msgpack and numpy.
 
-    python bench/bench_edge_rss.py [--settle 5]
+    python bench/bench_edge_rss.py [--settle 5] [--cpu-window 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import write
 
 from manta_mqtt.tools.mosquitto import MosquittoProcess
+from manta_mqtt.tools.processes import stop_process
 
 
 def rss_kib(pid: int) -> int:
@@ -25,33 +28,53 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--settle", type=float, default=5.0)
-    args = parser.parse_args()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(settle: float, cpu_window: float) -> list[dict[str, Any]]:
+    """Rows: the idle agent's RSS and CPU share, the bare interpreter's RSS, whether torch is imported."""
     with tempfile.TemporaryDirectory() as tmp, MosquittoProcess(Path(tmp) / "mosquitto") as broker:
         config = Path(tmp) / "node.toml"
         config.write_text(f'[node]\nid = "rss"\ndata_dir = "{tmp}/state"\n[broker]\nurl = "{broker.url}"\n')
         agent = subprocess.Popen([sys.executable, "-m", "edge_node.cli", "start", "--config", str(config), "-q"])
-        bare = subprocess.Popen([sys.executable, "-c", "import paho.mqtt.client, msgpack, numpy, time; time.sleep(60)"])
-        time.sleep(args.settle)
-        rows = [
-            {"process": "edge-node agent (idle, connected)", "rss_mib": round(rss_kib(agent.pid) / 1024, 1)},
-            {"process": "python importing paho+msgpack+numpy", "rss_mib": round(rss_kib(bare.pid) / 1024, 1)},
-        ]
-        imports = subprocess.run(
-            [sys.executable, "-c", "import edge_node.agent, sys; print('torch' in sys.modules)"],
-            capture_output=True,
-            text=True,
-            check=True,
+        bare = subprocess.Popen(
+            [sys.executable, "-c", "import paho.mqtt.client, msgpack, numpy, time; time.sleep(600)"]
         )
-        rows.append({"process": "edge agent imports torch", "value": imports.stdout.strip()})
-        for proc in (agent, bare):
-            proc.terminate()
-            proc.wait(10)
+        try:
+            time.sleep(settle)
+            cpu_before = cpu_seconds(agent.pid)
+            time.sleep(cpu_window)
+            cpu_percent = 100 * (cpu_seconds(agent.pid) - cpu_before) / cpu_window
+            rows: list[dict[str, Any]] = [
+                {"process": "edge-node agent (idle, connected)", "rss_mib": round(rss_kib(agent.pid) / 1024, 1)},
+                {"process": "edge-node agent CPU while idle", "cpu_percent": round(cpu_percent, 2)},
+                {"process": "python importing paho+msgpack+numpy", "rss_mib": round(rss_kib(bare.pid) / 1024, 1)},
+            ]
+        finally:
+            for proc in (agent, bare):
+                stop_process(proc)
+    imports = subprocess.run(
+        [sys.executable, "-c", "import edge_node.agent, sys; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows.append({"process": "edge agent imports torch", "value": imports.stdout.strip()})
     for row in rows:
         print(row)
-    write("edge_rss", rows, settle_s=args.settle)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--cpu-window", type=float, default=10.0)
+    args = parser.parse_args()
+    rows = measure(args.settle, args.cpu_window)
+    write("edge_rss", rows, settle_s=args.settle, cpu_window_s=args.cpu_window)
 
 
 if __name__ == "__main__":
