@@ -1,10 +1,12 @@
 """docs/benchmarks.md from a run_all result: the key table (how, figure, target) and the details.
 
-The whole file is generated: edit this module, not the document.
+The whole file is generated: edit this module, not the document. Run alone, it rewrites the
+document from the last bench/results/latest.json without measuring again.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,8 @@ the one run described here; ratios compare two things measured side by side in t
 machine is noisy, so read ratios, not absolute times). Targets come from issue 9; a figure that
 misses its target is reported as measured.
 
-Run: {mode} mode, {timestamp}, commit `{commit}`{dirty}, {machine} with {cpus} CPUs, Linux {kernel},
-Python {python}.
+Run: {mode} mode, {timestamp}, commit `{commit}`{dirty}, {machine} with {cpus} CPUs,
+Linux {kernel}, Python {python}. Other work may have shared the machine during the run.
 """
 
 ROUNDS_NOTE = """
@@ -83,10 +85,9 @@ def write_docs(result: dict[str, Any]) -> Path:
     """Writes docs/benchmarks.md for ``result`` (run_all's latest.json); returns its path."""
     keys, details = result["keys"], result["details"]
     commit = result["git_commit"][:12]
+    dirty = " plus uncommitted changes to the measured code" if result["git_dirty"] else ""
     lines = [
-        HEADER.format(
-            **{**result, "commit": commit, "dirty": " (with uncommitted changes)" if result["git_dirty"] else ""}
-        ),
+        HEADER.format(**{**result, "commit": commit, "dirty": dirty}),
         "| key | figure | target | how it is measured |",
         "|---|---|---|---|",
     ]
@@ -135,3 +136,7 @@ def write_docs(result: dict[str, Any]) -> Path:
         lines.append(f"failed: {edge.get('failed', 'not run')}")
     DOC.write_text("\n".join(lines) + "\n")
     return DOC
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_docs(json.loads((ROOT / 'bench' / 'results' / 'latest.json').read_text()))}")

@@ -31,7 +31,9 @@ from report import ROOT, write_docs
 
 def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    measured = ["manta_mqtt", "manta_light", "edge_node", "bench", "broker_config"]  # the code a figure depends on
+    status = ["git", "status", "--porcelain", "--untracked-files=no", "--", *measured]
+    dirty = subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout
     return {
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -54,6 +56,8 @@ def attempt(name: str, details: dict[str, Any], fn: Callable[[], Any]) -> Any:
         details[name] = {"failed": f"{type(exc).__name__}: {exc}"[:2000], "seconds": round(time.monotonic() - started)}
         return None
     details[name] = {"result": result, "seconds": round(time.monotonic() - started)}
+    if isinstance(result, dict):
+        print(result, flush=True)
     return result
 
 
