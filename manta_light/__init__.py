@@ -3,6 +3,7 @@
 Tasks written for Manta (``from manta_light.task import Task``) run unchanged.
 """
 
+from manta_mqtt.runtime.aggregate import FedAvg, FedAvgError, fedavg
 from manta_mqtt.runtime.local import Local
 from manta_mqtt.runtime.task import Task
 from manta_mqtt.runtime.utils import (
@@ -16,6 +17,8 @@ from manta_mqtt.runtime.utils import (
 from manta_mqtt.runtime.world import Globals, ResultMethod, Results, World
 
 __all__ = [
+    "FedAvg",
+    "FedAvgError",
     "Globals",
     "Local",
     "ResultMethod",
@@ -26,6 +29,7 @@ __all__ = [
     "bytes_to_numpy",
     "bytes_to_torchmodel",
     "dict_to_bytes",
+    "fedavg",
     "numpy_to_bytes",
     "torchmodel_to_bytes",
 ]

@@ -1,5 +1,6 @@
-"""``from manta_light.utils import numpy_to_bytes, bytes_to_numpy, ...``."""
+"""``from manta_light.utils import numpy_to_bytes, bytes_to_numpy, fedavg, ...``."""
 
+from manta_mqtt.runtime.aggregate import FedAvg, FedAvgError, fedavg
 from manta_mqtt.runtime.utils import (
     bytes_to_dict,
     bytes_to_numpy,
@@ -10,10 +11,13 @@ from manta_mqtt.runtime.utils import (
 )
 
 __all__ = [
+    "FedAvg",
+    "FedAvgError",
     "bytes_to_dict",
     "bytes_to_numpy",
     "bytes_to_torchmodel",
     "dict_to_bytes",
+    "fedavg",
     "numpy_to_bytes",
     "torchmodel_to_bytes",
 ]

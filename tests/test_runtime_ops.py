@@ -21,7 +21,19 @@ from manta_mqtt.runtime.world import World
 
 from .test_runtime_executor import MemoryHost
 
-WIRE_OPS = ["hello", "global_get", "global_set", "result_add", "result_select", "schedule", "stop", "done", "failed"]
+WIRE_OPS = [
+    "hello",
+    "global_get",
+    "global_set",
+    "result_add",
+    "result_select",
+    "result_nodes",
+    "result_get",
+    "schedule",
+    "stop",
+    "done",
+    "failed",
+]
 
 
 def test_op_values_are_the_wire_strings() -> None:
@@ -49,7 +61,7 @@ class RecordingChannel(Channel):
         self.sent.append(message)
 
     def recv(self) -> Any:
-        return {"ok": True, "context": {"iteration": 1}, "value": codec.encode(1), "values": {}}
+        return {"ok": True, "context": {"iteration": 1}, "value": codec.encode(1), "values": {}, "nodes": ["n"]}
 
 
 def test_task_side_frames_are_unchanged() -> None:
@@ -71,7 +83,8 @@ def test_task_side_frames_are_unchanged() -> None:
         {"op": "global_get", "tag": "g"},
         {"op": "global_set", "tag": "g", "value": codec.encode(2)},
         {"op": "result_add", "tag": "r", "value": codec.encode(3)},
-        {"op": "result_select", "tag": "r"},
+        {"op": "result_nodes", "tag": "r"},  # select() reads one node per request
+        {"op": "result_get", "tag": "r", "node": "n"},
         {"op": "schedule", "node_ids": ["a"], "alias": "worker"},
         {"op": "stop"},
         {"op": "failed", "traceback": "tb"},
@@ -122,6 +135,12 @@ def _exchange(sock: socket.socket, request: Any) -> bytes:
             {"ok": False, "error": "'value' must be bytes", "kind": "RuntimeError"},
         ),
         ({"op": "result_select", "tag": "m"}, {"ok": True, "values": {"peer": codec.encode({"acc": 0.5})}}),
+        ({"op": "result_nodes", "tag": "m"}, {"ok": True, "nodes": ["peer"]}),
+        ({"op": "result_get", "tag": "m", "node": "peer"}, {"ok": True, "value": codec.encode({"acc": 0.5})}),
+        (
+            {"op": "result_get", "tag": "m", "node": "ghost"},
+            {"ok": False, "error": "no result 'm' from node 'ghost'", "kind": "KeyError"},
+        ),
         (
             {"op": "schedule", "node_ids": "a", "alias": "w"},
             {"ok": False, "error": "node_ids must be a list of strings", "kind": "RuntimeError"},

@@ -67,15 +67,26 @@ class CoordinatorHost:
     def add_result(self, tag: str, value: bytes) -> None:
         self._results[tag] = self.store.put_value(value)
 
-    def select_results(self, tag: str) -> dict[str, bytes]:
-        values = {
-            node: value
-            for node, value in self.store.raw_results(self.iteration, tag).items()
+    def _result_shas(self, tag: str) -> dict[str, str]:
+        """``{node: sha}`` of the results the task may see: the shas only, no value is read."""
+        shas = {
+            node: sha
+            for node, sha in self.store.result_shas(self.iteration, tag).items()
             if node not in self.exclude and (self.only is None or node in self.only or node == COORDINATOR_NODE)
         }
         if tag in self._results:  # its own, recorded when it ends
-            values[COORDINATOR_NODE] = self.store.blobs.get(self._results[tag])
-        return values
+            shas[COORDINATOR_NODE] = self._results[tag]
+        return shas
+
+    def result_nodes(self, tag: str) -> list[str]:
+        return sorted(self._result_shas(tag))
+
+    def get_result(self, tag: str, node: str) -> bytes:
+        """One node's encoded value, read from disk only now (KeyError if it has none)."""
+        return self.store.blobs.get(self._result_shas(tag)[node])
+
+    def select_results(self, tag: str) -> dict[str, bytes]:
+        return {node: self.store.blobs.get(sha) for node, sha in self._result_shas(tag).items()}
 
     def schedule_next_iter(self, node_ids: list[str], alias: str) -> None:
         if not alias:

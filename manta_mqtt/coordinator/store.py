@@ -148,13 +148,17 @@ class RunStore:
     def value(self, sha: str) -> Any:
         return codec.decode(self.blobs.get(sha))
 
-    def raw_results(self, iteration: int, tag: str) -> dict[str, bytes]:
-        """``{node: encoded value}`` of ``tag`` in ``iteration`` (the latest task's, per node)."""
+    def result_shas(self, iteration: int, tag: str) -> dict[str, str]:
+        """``{node: sha}`` of ``tag`` in ``iteration`` (the latest task's, per node): no value is read."""
         rows = self._rows(
             "SELECT node, sha FROM results WHERE iteration = ? AND tag = ? ORDER BY at",
             (iteration, tag),
         )
-        return {node: self.blobs.get(sha) for node, sha in rows}
+        return {node: sha for node, sha in rows}
+
+    def raw_results(self, iteration: int, tag: str) -> dict[str, bytes]:
+        """``{node: encoded value}`` of ``tag`` in ``iteration`` (the latest task's, per node)."""
+        return {node: self.blobs.get(sha) for node, sha in self.result_shas(iteration, tag).items()}
 
     def step_results(self, iteration: int, task: str) -> list[tuple[str, str, str, int]]:
         """``(node, tag, sha, size)`` of every result one step produced."""

@@ -8,7 +8,7 @@ forwards them without decoding user data.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..protocol import codec
 from .channel import Channel, ChannelClosed
@@ -37,6 +37,33 @@ class TaskHost(Protocol):
     def schedule_next_iter(self, node_ids: list[str], alias: str) -> None: ...
 
     def stop_swarm(self) -> None: ...
+
+
+@runtime_checkable
+class ResultsByNode(Protocol):
+    """What a host offers so a task reads results one node per request (``results.iter``,
+    ``results.select``): no frame then holds more than one node's value. A host without it
+    (the edge agent, which refuses every select) is served from :meth:`TaskHost.select_results`."""
+
+    def result_nodes(self, tag: str) -> list[str]:
+        """The nodes that added ``tag``, sorted."""
+        ...
+
+    def get_result(self, tag: str, node: str) -> bytes:
+        """``node``'s encoded value for ``tag``; KeyError if it has none."""
+        ...
+
+
+def _result_nodes(host: TaskHost, tag: str) -> list[str]:
+    if isinstance(host, ResultsByNode):
+        return host.result_nodes(tag)
+    return sorted(host.select_results(tag))
+
+
+def _get_result(host: TaskHost, tag: str, node: str) -> bytes:
+    if isinstance(host, ResultsByNode):
+        return host.get_result(tag, node)
+    return host.select_results(tag)[node]
 
 
 def _str(request: dict[str, Any], key: str) -> str:
@@ -69,6 +96,14 @@ def _handle(host: TaskHost, op: Op | None, request: dict[str, Any]) -> dict[str,
             host.add_result(_str(request, "tag"), _bytes(request, "value"))
         case Op.RESULT_SELECT:
             return {"ok": True, "values": host.select_results(_str(request, "tag"))}
+        case Op.RESULT_NODES:
+            return {"ok": True, "nodes": _result_nodes(host, _str(request, "tag"))}
+        case Op.RESULT_GET:
+            tag, node = _str(request, "tag"), _str(request, "node")
+            try:
+                return {"ok": True, "value": _get_result(host, tag, node)}
+            except KeyError:
+                return error_reply(f"no result {tag!r} from node {node!r}", ErrorKind.KEY_ERROR)
         case Op.SCHEDULE:
             ids = request.get("node_ids")
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):

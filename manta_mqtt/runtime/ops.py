@@ -18,7 +18,9 @@ class Op(str, Enum):
     GLOBAL_GET = "global_get"
     GLOBAL_SET = "global_set"
     RESULT_ADD = "result_add"
-    RESULT_SELECT = "result_select"
+    RESULT_SELECT = "result_select"  # every node's value in one frame: kept for older tasks
+    RESULT_NODES = "result_nodes"  # the nodes that added a tag, then one RESULT_GET per node
+    RESULT_GET = "result_get"
     SCHEDULE = "schedule"
     STOP = "stop"
     DONE = "done"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import IntEnum
 from typing import Any
 
@@ -49,17 +50,37 @@ class Results:
         """Record ``result`` under ``tag`` for this node and iteration (a later add replaces it)."""
         self._client.request(Op.RESULT_ADD, tag=tag, value=codec.encode(result))
 
+    def nodes(self, tag: str) -> list[str]:
+        """The nodes (sorted by id) that added ``tag`` in the current iteration; no value is read."""
+        return sorted(str(node) for node in self._client.request(Op.RESULT_NODES, tag=tag)["nodes"])
+
+    def get(self, tag: str, node: str) -> Any:
+        """``node``'s value for ``tag`` in the current iteration; KeyError if it added none."""
+        raw = self._client.request(Op.RESULT_GET, tag=tag, node=node)["value"]
+        return codec.decode(raw)
+
+    def iter(self, tag: str, size: int = -1) -> Iterator[tuple[str, Any]]:
+        """``(node_id, value)`` one node at a time, in node order: the lazy :meth:`select`.
+
+        Each value is fetched only when the loop asks for the next one, one channel request per
+        node, so a loop that keeps nothing but a running sum holds one node's value at a time
+        (two while the next arrives, unless the loop body ends with ``del value``).
+        """
+        for node in self._first(self.nodes(tag), size):
+            yield node, self.get(tag, node)
+
     def select(self, tag: str, size: int = -1, method: ResultMethod = ResultMethod.ALL) -> dict[str, Any]:
         """``{node_id: value}`` for every node that added ``tag`` in the current iteration.
 
         ``size`` > 0 keeps that many nodes (sorted by id). Available to tasks placed on the
-        coordinator.
+        coordinator. Fetched one node per request, so there is no cap on the total size, only on
+        one value; but the dict holds them all: use :meth:`iter` to hold one at a time.
         """
-        values = self._client.request(Op.RESULT_SELECT, tag=tag)["values"]
-        nodes = sorted(values)
-        if size is not None and size > 0:
-            nodes = nodes[:size]
-        return {node: codec.decode(values[node]) for node in nodes}
+        return dict(self.iter(tag, size))
+
+    @staticmethod
+    def _first(nodes: list[str], size: int | None) -> list[str]:
+        return nodes[:size] if size is not None and size > 0 else nodes
 
 
 class World:
