@@ -65,9 +65,19 @@ class BlobStore:
         actual = sha256(data)
         if sha is not None and sha != actual:
             raise DigestMismatch(f"blob content does not match its sha256 {sha[:12]}")
-        target = self.path(actual)
+        self._write(self.path(actual), data)
+        return actual
+
+    def put_verified(self, data: bytes | bytearray | memoryview, sha: str) -> str:
+        """Store ``data`` that the caller already checked hashes to ``sha`` (an :class:`Assembler`
+        hashes an upload on the way in): hashing 10 MiB again cost the network thread ~6 ms here.
+        Only for bytes verified in this process; anything else goes through :meth:`put`."""
+        self._write(self.path(sha), data)  # path() still refuses a malformed sha
+        return sha
+
+    def _write(self, target: Path, data: bytes | bytearray | memoryview) -> None:
         if target.is_file():
-            return actual
+            return
         if not target.parent.is_dir():
             private_dir(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -79,4 +89,3 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return actual

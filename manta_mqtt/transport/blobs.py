@@ -242,7 +242,7 @@ class BlobFetcher:
         self.link.unsubscribe(topics.blob_chunk(transfer.swarm, transfer.sha, chunk.index))
         transfer.requested.discard(chunk.index)
         if blob is not None:
-            self.store.put(blob, transfer.sha)
+            self.store.put_verified(blob, transfer.sha)  # the assembler checked its sha256
             transfer.done.set()
         else:
             self._request_more(transfer)
@@ -316,7 +316,7 @@ class UploadReceiver:
             return None
         if blob is None:
             return None
-        self.store.put(blob, sha)
+        self.store.put_verified(blob, sha)  # the assembler checked its sha256
         return sha
 
     def sweep(self) -> int:
