@@ -35,6 +35,7 @@ from .options import CoordinatorOptions, RunSummary, SwarmFailed, make_swarm_id
 from .progress import ConsoleProgress, ProgressView
 from .resume import open_run
 from .state import StateBoard
+from .state_rate import StateRate
 from .store import RunStore
 
 log = logging.getLogger("manta_mqtt.coordinator")
@@ -87,6 +88,7 @@ class Coordinator:
         self._interrupt = threading.Event()  # set by interrupt(), from a signal handler or any thread
         self._signal = 0
         self._board = StateBoard(self.swarm_id, swarm.name)
+        self._state_rate = StateRate()  # progress states coalesced (main thread)
 
     def interrupt(self, signum: int = signal.SIGINT) -> None:
         """Stop the run soon (within a second, killing a running coordinator task), as interrupted:
@@ -183,13 +185,16 @@ class Coordinator:
         while not engine.ended:
             if self._interrupt.is_set():
                 raise _Interrupted
-            timer = engine.next_timer()
-            wait = MAX_WAIT if timer is None else min(MAX_WAIT, max(0.0, timer - time.monotonic()))
+            timers = [t for t in (engine.next_timer(), self._state_rate.due()) if t is not None]
+            wait = min([MAX_WAIT, *(max(0.0, t - time.monotonic()) for t in timers)])
             try:
                 event = self._event(self._intake.next(timeout=wait))
             except queue.Empty:
                 event = eng.Tick()
             self._carry_out(engine.handle(event, time.monotonic()))
+            waiting = self._state_rate.flush(time.monotonic())
+            if waiting is not None:
+                self._publish_state(waiting)
         return self._ended
 
     def _event(self, received: Received) -> eng.Event:
@@ -223,7 +228,9 @@ class Coordinator:
             case act.Assign(node=node, assignment=assignment):
                 link.publish(topics.assignment(self.swarm_id, node), self._encoded(assignment, node))
             case act.PublishState():
-                self._publish_state(action)
+                ready = self._state_rate.offer(action, time.monotonic())
+                if ready is not None:
+                    self._publish_state(ready)
             case act.KeepValue(data=data):
                 store.put_value(data)
             case act.RecordResult(iteration=it, task=task, node=node, tag=tag, sha=sha):
