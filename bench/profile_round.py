@@ -1,13 +1,16 @@
 """One real round, timed: a private Mosquitto, N edge-node processes, an in-process coordinator.
 
-A no-op swarm: each worker returns a float32 array of ``--mib`` MiB (so the round costs only
-moving it up), the coordinator's aggregator does nothing and stops after ``--rounds``. Prints,
-per round, the time from the worker step's start to the aggregator step's end, and the tail:
-from the network thread taking the last result message (envelope or upload chunk) to the
-worker step's end in the pump (the coordinator's own latency).
+A no-op swarm: each worker returns a float32 array of ``--mib`` MiB, its own (identical ones
+would be stored once and their other uploads dropped), so a round costs only moving them up; the
+coordinator's aggregator does nothing and stops after ``--rounds``. Prints, per round: the time
+from the worker step's start to the aggregator step's end; the CPU time of the coordinator's own
+threads (network and main, not its task processes) and its swarm state publishes in that time;
+the tail, from the network thread taking the last result message (envelope or upload chunk) to
+the worker step's end in the pump (the coordinator's latency), and how much of it the message
+waited in the intake queue; the local (aggregator) step's time.
 
     .venv/bin/python bench/profile_round.py --nodes 16 --mib 10 --rounds 2
-    .venv/bin/python bench/profile_round.py --nodes 16 --py-spy /tmp/round.svg  # a flame graph (.txt: collapsed stacks)
+    .venv/bin/python bench/profile_round.py --nodes 16 --py-spy /tmp/round.svg  # .txt: collapsed stacks
 
 Runs the code of the checkout it is in (for before/after comparisons, run it from two worktrees).
 """
@@ -29,11 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from manta_mqtt.coordinator.coordinator import Coordinator, CoordinatorOptions  # noqa: E402
-from manta_mqtt.coordinator.intake import Intake  # noqa: E402
+from manta_mqtt.coordinator.engine import UploadCompleted  # noqa: E402
+from manta_mqtt.coordinator.engine.actions import PublishState  # noqa: E402
+from manta_mqtt.coordinator.intake import Intake, Received, ReceivedEnvelope  # noqa: E402
+from manta_mqtt.coordinator.state import StateBoard  # noqa: E402
 from manta_mqtt.swarm import load_swarm  # noqa: E402
 from manta_mqtt.tools.mosquitto import MosquittoProcess, find_mosquitto  # noqa: E402
 from manta_mqtt.tools.processes import stop_process  # noqa: E402
-from manta_mqtt.transport.mqtt import BrokerAddress  # noqa: E402
+from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink  # noqa: E402
 
 SWARM = """
 from manta_mqtt import Module, Swarm, Task
@@ -60,7 +66,8 @@ from manta_light.task import Task
 class Worker(Task):
     def run(self):
         n = self.world.globals["mib"] * (1 << 20) // 4
-        self.world.results.add("model", np.full(n, 1.0, dtype=np.float32))
+        value = sum(map(ord, self.node_id)) + 1000 * self.world.globals["done"]  # a blob of its own
+        self.world.results.add("model", np.full(n, value, dtype=np.float32))
 
 def main():
     Worker().run()
@@ -82,7 +89,9 @@ def main():
 """
 
 
-ARRIVED = {"last": 0.0}  # when the network thread last took a result envelope or upload chunk
+#: when the network thread last took a result envelope or upload chunk ("last"), and when the
+#: pump last took a result envelope or a completed upload off the queue ("taken")
+ARRIVED = {"last": 0.0, "taken": 0.0}
 
 
 Handler = Callable[[Intake, str, bytes, bool], None]
@@ -98,6 +107,27 @@ def _timed(method: Handler) -> Handler:
 
 for _name in ("on_results", "on_upload"):
     setattr(Intake, _name, _timed(getattr(Intake, _name)))
+_next = Intake.next
+
+
+def _next_timed(self: Intake, timeout: float) -> Received:
+    item = _next(self, timeout)
+    if isinstance(item, ReceivedEnvelope | UploadCompleted):
+        ARRIVED["taken"] = time.monotonic()
+    return item
+
+
+Intake.next = _next_timed  # type: ignore[method-assign]
+STATES = {"published": 0}  # swarm state publishes (each goes to every node)
+_publish = StateBoard.publish
+
+
+def _publish_counted(self: StateBoard, link: MqttLink, state: PublishState, metrics: dict[str, float]) -> None:
+    STATES["published"] += 1
+    _publish(self, link, state, metrics)
+
+
+StateBoard.publish = _publish_counted  # type: ignore[method-assign]
 
 
 class Clock:
@@ -118,7 +148,7 @@ class Clock:
 
     def step_started(self, iteration: int, task: str, nodes: list[str]) -> None:
         if task == "worker":
-            self._open = {"start": time.monotonic()}
+            self._open = {"start": time.monotonic(), "cpu": time.process_time(), "states": STATES["published"]}
 
     def node_done(self, node: str, ok: bool) -> None:
         pass
@@ -128,10 +158,18 @@ class Clock:
         if task == "worker" and "start" in self._open:
             self._open["worker_end"] = now
             self._open["last_result"] = ARRIVED["last"]
+            self._open["taken"] = ARRIVED["taken"]
         elif "worker_end" in self._open:
             o = self._open
             self.rounds.append(
-                {"round": now - o["start"], "tail": o["worker_end"] - o.get("last_result", o["worker_end"])}
+                {
+                    "round": now - o["start"],
+                    "local": now - o["worker_end"],  # the coordinator's step (aggregator process)
+                    "cpu": time.process_time() - o["cpu"],  # the coordinator's threads, not its task processes
+                    "states": STATES["published"] - o["states"],
+                    "tail": o["worker_end"] - o["last_result"],
+                    "queued": o["taken"] - o["last_result"],  # of the tail: waiting in the intake queue
+                }
             )
             self._open = {}
 
@@ -202,13 +240,20 @@ def main() -> None:
             broker.stop()
     rounds = [r["round"] for r in clock.rounds]
     tails = [r["tail"] for r in clock.rounds]
+    queued = [r["queued"] for r in clock.rounds]
+    cpu = [r["cpu"] for r in clock.rounds]
+    states = [r["states"] for r in clock.rounds]
+    local = [r["local"] for r in clock.rounds]
     print(f"{summary.state}: {args.nodes} nodes x {args.mib} MiB, {len(rounds)} rounds")
     for i, r in enumerate(clock.rounds):
-        print(f"  round {i}: {r['round']:.3f} s (tail after the last result {r['tail'] * 1000:.0f} ms)")
+        tail, wait = r["tail"] * 1000, r["queued"] * 1000
+        print(f"  round {i}: {r['round']:.3f} s, coordinator CPU {r['cpu']:.3f} s, {r['states']:.0f} state publishes")
+        print(f"    tail after the last result {tail:.0f} ms ({wait:.0f} ms queued); local step {r['local']:.3f} s")
     if rounds:
         print(f"  median round {statistics.median(rounds):.3f} s, median tail {statistics.median(tails) * 1000:.0f} ms")
     if args.json:
-        print(json.dumps({"nodes": args.nodes, "mib": args.mib, "rounds": rounds, "tails": tails}))
+        row = {"rounds": rounds, "tails": tails, "queued": queued, "cpu": cpu, "states": states, "local": local}
+        print(json.dumps({"nodes": args.nodes, "mib": args.mib, **row}))
 
 
 if __name__ == "__main__":
