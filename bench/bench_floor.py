@@ -2,8 +2,9 @@
 
 One retained publish of the model (in 1 MiB messages, as the broker's 8 MiB packet limit
 requires, QoS 1) fanned out to N subscribers; each subscriber, once it holds the whole model,
-uploads the same bytes to one collector. The floor is the time from the first publish to the
-collector holding all N copies. Same broker, same bytes as the no-op FedAvg round it is the
+uploads the same bytes to one collector (at most 256 MiB of uploads in flight at once, under the
+broker's queue limit). The floor is the time from the first publish to the collector holding all
+N copies. Same broker, same bytes as the no-op FedAvg round it is the
 floor of (bench_round.py). All clients live in this one process (the nodes of a real round are
 N processes), so on a small machine the floor is if anything slower than a spread-out one.
 
@@ -25,6 +26,10 @@ from manta_mqtt.tools.mosquitto import MosquittoProcess
 
 MIB = 1 << 20
 CHUNK = MIB
+#: Upload chunks on their way to the collector at once: past the broker's max_queued_bytes
+#: (512 MiB in mosquitto-dev.conf) Mosquitto drops QoS 1 messages, so the floor, like any
+#: uploader, must not outrun its one receiver.
+WINDOW_CHUNKS = 256
 
 
 def _client(name: str, port: int) -> mqtt.Client:
@@ -43,16 +48,19 @@ def _wait_subscribed(client: mqtt.Client, topic: str) -> None:
         raise TimeoutError(f"no SUBACK for {topic}")
 
 
-def _counter(client: mqtt.Client, expected: int, on_done: threading.Event, then: threading.Event | None) -> None:
-    """Counts the messages ``client`` receives; at ``expected``: sets ``on_done`` (and ``then``)."""
+def _counter(
+    client: mqtt.Client, expected: int, on_done: threading.Event, window: threading.Semaphore | None = None
+) -> None:
+    """Counts the messages ``client`` receives; at ``expected``: sets ``on_done``. Each message
+    received gives one place back to ``window``, if any."""
     got = [0]
 
     def on_message(_client: mqtt.Client, _userdata: object, _message: mqtt.MQTTMessage) -> None:
         got[0] += 1
+        if window is not None:
+            window.release()
         if got[0] == expected:
             on_done.set()
-            if then is not None:
-                then.set()
 
     client.on_message = on_message
 
@@ -62,14 +70,15 @@ def floor_seconds(port: int, nodes: int, model_bytes: int, tag: str = "floor") -
     chunks = [bytes([i % 251]) * min(CHUNK, model_bytes - i * CHUNK) for i in range(-(-model_bytes // CHUNK))]
     coordinator = _client(f"{tag}-coordinator", port)
     collected = threading.Event()
-    _counter(coordinator, nodes * len(chunks), collected, None)
+    window = threading.Semaphore(WINDOW_CHUNKS)
+    _counter(coordinator, nodes * len(chunks), collected, window)
     _wait_subscribed(coordinator, f"{tag}/up/#")
     subscribers = []
     ready = []
     for n in range(nodes):
         client = _client(f"{tag}-node{n}", port)
         has_model = threading.Event()
-        _counter(client, len(chunks), has_model, None)
+        _counter(client, len(chunks), has_model)
         _wait_subscribed(client, f"{tag}/model/#")
         subscribers.append(client)
         ready.append(has_model)
@@ -77,6 +86,7 @@ def floor_seconds(port: int, nodes: int, model_bytes: int, tag: str = "floor") -
     def upload(n: int) -> None:
         ready[n].wait()
         for i, chunk in enumerate(chunks):
+            window.acquire()
             subscribers[n].publish(f"{tag}/up/node{n}/{i}", chunk, qos=1)
 
     uploaders = [threading.Thread(target=upload, args=(n,), daemon=True) for n in range(nodes)]
