@@ -86,7 +86,14 @@ The other scripts in bench/ run alone and are not part of `make bench`: `bench_t
 JSON to bench/results/), and `wire_trace.py` (a trace of every message of a counter-swarm run, to
 diff two versions). Full mode (`make bench`: also 64 nodes and 100 MiB) has not been run yet; a
 measurement that fails there is meant to be recorded as failed (in latest.json and in the table
-above) while the others go on."""
+above) while the others go on.
+
+Seen outside this run (`.venv/bin/python bench/bench_round.py --nodes 16 --mib 100 --rounds 3`,
+alone, 2026-11-24): the nodes fetched the model and ran, then the round stalled; the broker logged
+"Outgoing messages are being dropped for client coordinator-..." (16 uploads of 100 MiB at once
+to one subscriber, past mosquitto-dev.conf's max_queued_bytes of 512 MiB). The same round with 4
+nodes finished: floor 3.42 s, round 12.5 s (3.65 x), coordinator VmHWM 481 MiB (4.8 x the
+model)."""
 
 
 def _fmt(value: Any) -> str:
