@@ -74,16 +74,15 @@ def swarm_round(broker: MosquittoProcess, tmp: Path, nodes: int, model_bytes: in
     command += ["--signing-key", str(key), "--summary-json", str(summary)]
     env = {**os.environ, "MANTA_BENCH_ROUNDS": str(rounds), "MANTA_BENCH_MODEL_BYTES": str(model_bytes)}
     peak = 0.0
+    with (tmp / "coordinator.log").open("ab") as log:
+        coordinator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     try:
-        with (tmp / "coordinator.log").open("ab") as log:
-            coordinator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-            deadline = time.monotonic() + 1800
-            while coordinator.poll() is None and time.monotonic() < deadline:
-                peak = max(peak, vm_hwm_mib(coordinator.pid))
-                time.sleep(0.05)
-            stop_process(coordinator)
-    finally:
-        for proc in procs:
+        deadline = time.monotonic() + 1800
+        while coordinator.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, vm_hwm_mib(coordinator.pid))
+            time.sleep(0.05)
+    finally:  # also on Ctrl-C: no coordinator or node outlives the bench
+        for proc in [coordinator, *procs]:
             stop_process(proc)
     if coordinator.returncode != 0 or not summary.exists():
         tail = (tmp / "coordinator.log").read_text(errors="replace")[-2000:]

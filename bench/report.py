@@ -91,7 +91,9 @@ above) while the others go on.
 Seen outside this run (`.venv/bin/python bench/bench_round.py --nodes 16 --mib 100 --rounds 3`,
 alone, 2026-11-24): the nodes fetched the model and ran, then the round stalled; the broker logged
 "Outgoing messages are being dropped for client coordinator-..." (16 uploads of 100 MiB at once
-to one subscriber, past mosquitto-dev.conf's max_queued_bytes of 512 MiB). The same round with 4
+to one subscriber, past mosquitto-dev.conf's max_queued_bytes of 512 MiB). At the step's
+deadline, 11 minutes later, the first round went on with the 10 of 16 results that had arrived
+(the run was stopped there). The same round with 4
 nodes finished: floor 3.42 s, round 12.5 s (3.65 x), coordinator VmHWM 481 MiB (4.8 x the
 model)."""
 
