@@ -11,18 +11,10 @@ from dataclasses import asdict
 import click
 
 from ..protocol.messages import SwarmState
-from ..protocol.text import printable
+from ..protocol.text import age, printable
 from ..tools import fleet
 from ..transport.mqtt import BrokerAddress
 from .connect import VERSION_CHOICE, VERSION_HELP, broker_options
-
-
-def age(seconds: float) -> str:
-    """A short, human age: 45s, 12m, 3h, 4d."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(0, int(seconds))}s"
 
 
 def _row(s: SwarmState, now: float) -> str:

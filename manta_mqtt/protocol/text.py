@@ -60,3 +60,11 @@ def printable_logging(level: int, fmt: str = "%(asctime)s %(levelname)s %(name)s
     handler = logging.StreamHandler()
     handler.setFormatter(PrintableFormatter(fmt))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+def age(seconds: float) -> str:
+    """A short, human age for tables of remote things: 45s, 12m, 3h, 4d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"

@@ -50,9 +50,9 @@ def retained(link: MqttLink, topic_filter: str, settle: float = SETTLE) -> dict[
         return dict(found)
 
 
-def node_statuses(link: MqttLink) -> list[NodeStatus]:
+def node_statuses(link: MqttLink, settle: float = SETTLE) -> list[NodeStatus]:
     out = {}
-    for payload in retained(link, topics.all_node_status()).values():
+    for payload in retained(link, topics.all_node_status(), settle).values():
         try:
             status = NodeStatus.parse(payload)
         except ProtocolError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,8 @@ from ..protocol.messages import (
     SwarmControl,
     SwarmState,
 )
-from ..transport.mqtt import BrokerAddress, MqttLink
+from ..transport.mqtt import BrokerAddress
+from . import fleet
 
 
 def describe(topic: str, payload: bytes) -> str:
@@ -72,40 +72,20 @@ def describe(topic: str, payload: bytes) -> str:
 def watch(
     address: BrokerAddress, *, version: str, topic_filter: str, emit: Callable[[str], None], stop: threading.Event
 ) -> None:
-    link = MqttLink(f"watch-{int(time.time() * 1000) % 10**9}", address, version=version, session_expiry=0)
-
     def on_message(topic: str, payload: bytes, retained: bool) -> None:
         emit(("[retained] " if retained else "") + describe(topic, payload))
 
-    link.route("#", on_message)
-    if not link.start():
-        raise ConnectionError(link.failure_line)
-    link.subscribe(topic_filter, qos=0)
-    try:
+    with fleet.connected(address, version, "watch") as link:
+        link.route("#", on_message)
+        link.subscribe(topic_filter, qos=0)
         stop.wait()
-    finally:
-        link.stop()
 
 
-def node_table(address: BrokerAddress, *, version: str, wait: float = 1.0) -> list[dict[str, Any]]:
-    """The retained status of every node the broker knows."""
-    found: dict[str, NodeStatus] = {}
-
-    def on_status(topic: str, payload: bytes, _retained: bool) -> None:
-        try:
-            status = NodeStatus.parse(payload)
-        except ProtocolError:
-            return
-        found[status.node] = status
-
-    link = MqttLink(f"nodes-{int(time.time() * 1000) % 10**9}", address, version=version, session_expiry=0)
-    link.route(topics.all_node_status(), on_status)
-    if not link.start():
-        raise ConnectionError(link.failure_line)
-    link.subscribe(topics.all_node_status(), qos=0)
-    time.sleep(wait)
-    link.stop()
+def node_table(address: BrokerAddress, *, version: str, wait: float = fleet.SETTLE) -> list[dict[str, Any]]:
+    """The retained status of every node the broker knows (``wait``: seconds for them to arrive)."""
+    with fleet.connected(address, version, "nodes") as link:
+        statuses = fleet.node_statuses(link, settle=wait)
     return [
         {"node": s.node, "state": s.state, "datasets": s.datasets, "running": s.running, "rejected": s.rejected}
-        for s in sorted(found.values(), key=lambda s: s.node)
+        for s in statuses
     ]

@@ -24,6 +24,7 @@ from rich.live import Live
 
 from ...protocol import topics
 from ...transport.mqtt import BrokerAddress, MqttLink
+from .. import fleet
 from .model import FILTERS, SORTS, SiteView, wanted
 from .render import screen
 
@@ -53,14 +54,10 @@ class Feed:
             view.take(topic, payload, size, at)
 
 
-def subscribe(address: BrokerAddress, version: str, feed: Feed, traffic: bool) -> MqttLink:
-    link = MqttLink(f"top-{int(time.time() * 1000) % 10**9}", address, version=version, session_expiry=0)
+def subscribe(link: MqttLink, feed: Feed, traffic: bool) -> None:
     link.route("#", feed.on_message)
-    if not link.start():
-        raise ConnectionError(link.failure_line)
     wanted_filters = [topics.everything()] if traffic else [topics.all_node_status(), topics.all_swarm_states()]
     link.subscribe([*wanted_filters, "$SYS/broker/#"], qos=0)
-    return link
 
 
 @contextmanager
@@ -100,10 +97,14 @@ def _next(options: tuple[str, ...], current: str) -> str:
 def run(address: BrokerAddress, version: str, *, sort: str, only: str, traffic: bool, refresh: float) -> None:
     """The live screen, until ``q`` or Ctrl-C."""
     feed, view = Feed(), SiteView()
-    link = subscribe(address, version, feed, traffic)
     console = Console()
     try:
-        with keystrokes() as keys, Live(console=console, screen=True, auto_refresh=False) as live:
+        with (
+            fleet.connected(address, version, "top") as link,
+            keystrokes() as keys,
+            Live(console=console, screen=True, auto_refresh=False) as live,
+        ):
+            subscribe(link, feed, traffic)
             drawn = 0.0
             while True:
                 changed = False
@@ -124,18 +125,14 @@ def run(address: BrokerAddress, version: str, *, sort: str, only: str, traffic: 
                 time.sleep(0.1)
     except KeyboardInterrupt:
         pass
-    finally:
-        link.stop()
 
 
 def once(address: BrokerAddress, version: str, *, sort: str, only: str, settle: float, width: int) -> None:
     """One snapshot on stdout after ``settle`` seconds (for scripts, and over a plain pipe)."""
     feed, view = Feed(), SiteView()
-    link = subscribe(address, version, feed, traffic=False)
-    try:
+    with fleet.connected(address, version, "top") as link:
+        subscribe(link, feed, traffic=False)
         time.sleep(settle)
-    finally:
-        link.stop()
     feed.drain(view)
     console = Console(width=width, force_terminal=False, color_system=None)
     console.print(screen(view, time.time(), str(address), sort=sort, only=only, height=10_000))

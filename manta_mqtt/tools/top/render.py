@@ -10,15 +10,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ...protocol.text import printable
+from ...protocol.text import age, printable
 from .model import NodeRow, SiteView, node_rows
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(0, int(seconds))}s"
 
 
 def _size(octets: float | None) -> str:
@@ -45,13 +38,13 @@ def _node_cells(row: NodeRow, now: float) -> list[Text]:
     uptime, started = s.uptime, s.task_started
     task = s.running or ""
     if task and started:
-        task += f" {_age(now - started)}"
+        task += f" {age(now - started)}"
     return [
         _text(s.node, 24),
         Text(state, style=STATE_STYLE.get(state, "")),
-        Text(_age(now - heard)),
+        Text(age(now - heard)),
         _text(s.version, 16),
-        Text(_age(uptime) if uptime else "-"),
+        Text(age(uptime) if uptime else "-"),
         Text(f"{cpu:.0f}%" if cpu is not None else "-"),
         Text(f"{_size(mem_used)}/{_size(mem_total)}" if mem_total else "-"),
         Text(_size(s.disk_free)),
@@ -86,7 +79,7 @@ def swarms_table(view: SiteView, now: float, limit: int) -> Table:
             state,
             Text(str(s.iteration)),
             _text(f"{s.step} {s.done}/{s.expected}" if s.step else "", 24),
-            Text(_age(now - s.updated) if s.updated else "?"),
+            Text(age(now - s.updated) if s.updated else "?"),
             _text(metrics, 40),
             _text(s.reason, 40),
         )
