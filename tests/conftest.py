@@ -79,6 +79,20 @@ def broker(request: pytest.FixtureRequest) -> BrokerUnderTest:
     return request.getfixturevalue(f"{request.param}_broker" if request.param == "amqtt" else "mosquitto")
 
 
+#: Run a command as uid/gid 65534 (nobody), with no supplementary groups.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
+def skip_unless_nobody_can_run_this_checkout() -> None:
+    """Tests that run our Python as another user need root, setpriv, and a checkout (and venv)
+    that other users may read: a clone under a private folder (``mktemp -d`` is 0700) is not."""
+    if os.geteuid() != 0 or subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
+        pytest.skip("needs root and setpriv, to run a command as another user")
+    probe = subprocess.run([*AS_NOBODY, sys.executable, "-c", "import manta_mqtt"], capture_output=True, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip(f"uid 65534 cannot run {sys.executable} with {ROOT} (a folder on the way is private)")
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401

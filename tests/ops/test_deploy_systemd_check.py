@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
-from ..conftest import ROOT
+from ..conftest import AS_NOBODY, ROOT, skip_unless_nobody_can_run_this_checkout
 
 SCRIPT = ROOT / "deploy" / "systemd_check.py"
 
@@ -65,12 +62,10 @@ def test_a_seccomp_kill_and_a_read_only_write_are_denials() -> None:
 
 
 def test_it_refuses_without_root_in_one_line(tmp_path: Path) -> None:
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv to run the script as another user")
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    skip_unless_nobody_can_run_this_checkout()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SYSTEMD_CHECK_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([*nobody, sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    command = [*AS_NOBODY, sys.executable, str(SCRIPT)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout == "systemd-check: cannot run here: must run as root (debootstrap, systemd-nspawn)\n", (
         done.stdout

@@ -5,7 +5,6 @@ whether anything is wrong. ``edge-node start`` refuses a node whose identity is 
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from manta_mqtt.tools.mosquitto import SITE_ACL, MosquittoProcess, free_port, node_acl
 
-from ..conftest import ROOT, mosquitto_binary
+from ..conftest import AS_NOBODY, ROOT, mosquitto_binary, skip_unless_nobody_can_run_this_checkout
 from ..security.test_tls import Site, site
 
 __all__ = ["site"]  # the fixture
@@ -123,16 +122,14 @@ def test_a_missing_dataset(secured: MosquittoProcess, tmp_path: Path) -> None:
 
 def test_an_unreadable_dataset(tmp_path: Path) -> None:
     """Run as another user (root reads everything): the dataset is there, but not for this user."""
-    if shutil.which("setpriv") is None or os.geteuid() != 0:
-        pytest.skip("needs root and setpriv, to run the check as another user")
+    skip_unless_nobody_can_run_this_checkout()
     folder = Path(tempfile.mkdtemp(prefix="manta-check-"))  # pytest's tmp_path is private to root
     try:
         folder.chmod(0o755)
         config = node_toml(folder, "n1", ['url = "mqtt://127.0.0.1:1"'])
         (folder / "data.npz").chmod(0o600)
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         result = subprocess.run(
-            [*nobody, sys.executable, "-m", "edge_node.cli", "check", "--config", str(config), "--offline"],
+            [*AS_NOBODY, sys.executable, "-m", "edge_node.cli", "check", "--config", str(config), "--offline"],
             capture_output=True,
             text=True,
             timeout=60,
