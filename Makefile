@@ -7,8 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # The CPU build: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
+# Flower, for the benchmarks' comparison only: in a venv of its own, made by `make bench` and
+# `make bench-quick` (never by `make test`); no torch there.
+BENCH_VENV   := .bench-venv
+FLWR_VERSION := 1.42.0
+BENCH_STAMP  := $(BENCH_VENV)/.installed-flwr-$(FLWR_VERSION)
 
-.PHONY: setup demo test lint unit bench bench-quick clean mosquitto pi-check systemd-check
+.PHONY: setup demo test lint unit bench bench-quick bench-venv clean mosquitto pi-check systemd-check
 
 setup: $(STAMP)
 
@@ -38,12 +43,21 @@ test: setup mosquitto lint
 unit: setup
 	$(BIN)/python -m pytest -q -rs --ignore=tests/test_e2e_swarm.py --ignore=tests/chaos --ignore=tests/test_coordinator_threads.py
 
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP):
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q flwr==$(FLWR_VERSION)
+	rm -f $(BENCH_VENV)/.installed-*
+	touch $(BENCH_STAMP)
+
 # Issue 9's figures, measured in one run: bench/results/latest.json and docs/benchmarks.md.
-# Starts its own Mosquitto and edge-node processes; not part of `make test`.
-bench: setup mosquitto
+# Starts its own Mosquitto, edge-node and Flower processes; not part of `make test`.
+bench: setup mosquitto bench-venv
 	$(BIN)/python bench/run_all.py
 
-bench-quick: setup mosquitto
+bench-quick: setup mosquitto bench-venv
 	$(BIN)/python bench/run_all.py --quick
 
 # An edge node on Debian bookworm arm64 (emulated by qemu-user) installed as docs/deploy.md says,
@@ -57,4 +71,4 @@ systemd-check: setup mosquitto
 	$(BIN)/python deploy/systemd_check.py
 
 clean:
-	rm -rf $(VENV) .demo manta_runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .demo manta_runs .pytest_cache .mypy_cache .ruff_cache

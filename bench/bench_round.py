@@ -2,9 +2,11 @@
 
 N ``edge-node start`` processes and one ``manta-mqtt run`` process on a Mosquitto of our own;
 the round time is the median gap between consecutive aggregations (the aggregator records the
-time of each), so node start-up and the first fetch are not counted. The coordinator process's
-peak RSS (VmHWM, sampled until it exits) is reported next to the model size. The floor
-(bench_floor.py) runs on the same broker, with the same bytes, just before the swarm.
+time of each), so node start-up and the first fetch are not counted. The coordinator's peak memory
+is the largest summed VmRSS of the ``manta-mqtt run`` process and its descendants (the
+aggregator runs in a child process), sampled every 50 ms until it exits, reported next to the
+model size; the main process's own VmHWM is reported too. The floor (bench_floor.py) runs on the
+same broker, with the same bytes, just before the swarm.
 
     python bench/bench_round.py [--nodes 4] [--mib 1] [--rounds 4]
 """
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import status_kib, tree_rss
 from bench_floor import MIB, floor_seconds
 
 from manta_mqtt.coordinator.store import RunStore
@@ -34,24 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SWARM = Path(__file__).resolve().parent / "swarms" / "noop_fedavg" / "swarm.py"
 
 
-def vm_hwm_mib(pid: int) -> float:
-    """The process's peak RSS so far (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def start_node(tmp: Path, node_id: str, url: str, trusted: str) -> subprocess.Popen[bytes]:
+def start_node(tmp: Path, node_id: str, url: str, trusted: str, extra: str = "") -> subprocess.Popen[bytes]:
+    """An ``edge-node start`` process (one torch thread); ``extra`` is appended to its node.toml."""
     home = tmp / "nodes" / node_id
     home.mkdir(parents=True)
     config = home / "node.toml"
     config.write_text(
         f'[node]\nid = "{node_id}"\ndata_dir = "{home / "state"}"\n[broker]\nurl = "{url}"\nversion = "5"\n'
-        f'[trust]\nkeys = ["{trusted}"]\n'
+        f'[trust]\nkeys = ["{trusted}"]\n{extra}'
     )
     with (home / "node.log").open("ab") as log:
         return subprocess.Popen(
@@ -73,13 +66,17 @@ def swarm_round(broker: MosquittoProcess, tmp: Path, nodes: int, model_bytes: in
     command += ["--mqtt-version", "5", "--min-nodes", str(nodes), "--wait", "300", "--runs-dir", str(tmp / "runs")]
     command += ["--signing-key", str(key), "--summary-json", str(summary)]
     env = {**os.environ, "MANTA_BENCH_ROUNDS": str(rounds), "MANTA_BENCH_MODEL_BYTES": str(model_bytes)}
-    peak = 0.0
+    hwm_kib = tree_peak_kib = 0
+    peak_parts: list[tuple[str, int]] = []
     with (tmp / "coordinator.log").open("ab") as log:
         coordinator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 1800
         while coordinator.poll() is None and time.monotonic() < deadline:
-            peak = max(peak, vm_hwm_mib(coordinator.pid))
+            hwm_kib = max(hwm_kib, status_kib(coordinator.pid, "VmHWM"))
+            tree = tree_rss(coordinator.pid)
+            if sum(kib for _, kib in tree) > tree_peak_kib:
+                tree_peak_kib, peak_parts = sum(kib for _, kib in tree), tree
             time.sleep(0.05)
     finally:  # also on Ctrl-C: no coordinator or node outlives the bench
         for proc in [coordinator, *procs]:
@@ -94,7 +91,9 @@ def swarm_round(broker: MosquittoProcess, tmp: Path, nodes: int, model_bytes: in
     return {
         "round_s": statistics.median(gaps),
         "round_s_all": [round(g, 4) for g in gaps],
-        "coordinator_peak_mib": round(peak, 1),
+        "coordinator_peak_mib": round(tree_peak_kib / 1024, 1),
+        "coordinator_hwm_mib": round(hwm_kib / 1024, 1),
+        "coordinator_peak_parts": [[comm, round(kib / 1024, 1)] for comm, kib in peak_parts],
     }
 
 
@@ -114,6 +113,7 @@ def measure(nodes: int, model_bytes: int, rounds: int, floor_repeat: int = 3) ->
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()},
         "round_over_floor": round(row["round_s"] / floor, 2),
         "coordinator_peak_over_model": round(row["coordinator_peak_mib"] / model_mib, 2),
+        "coordinator_hwm_over_model": round(row["coordinator_hwm_mib"] / model_mib, 2),
     }
 
 

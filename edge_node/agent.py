@@ -1,6 +1,6 @@
 """The agent: announce, take assignments, fetch what they need, run, publish the results.
 
-Three threads. Every mutable thing has one owner; the others hand data over through queues:
+Four threads. Every mutable thing has one owner; the others hand data over through queues:
 
     structure                                   owner             how data reaches it
     job book: jobs queued or running by key,    main thread       inbox events: AssignmentArrived, SwarmEnded,
@@ -8,6 +8,8 @@ Three threads. Every mutable thing has one owner; the others hand data over thro
                                                                     JobFinished, WorkerCrashed (worker)
     the retained status (publishing it)         main thread       the job book's Announce actions
     outbox, the "a delivery failed" flag        worker thread     the worker's queue: jobs, "deliver"
+    warm task processes (one per swarm's task)  worker thread     the worker's queue: jobs, swarm ends (main)
+    offers: which cached blobs are our results  upload server     its queue: offers (worker), grants (network thread)
     a job's cancel event                        set by main only  travels with the Job (a thread-safe flag)
     rejection counters, blob transfers          any (locked)      called directly
 
@@ -36,11 +38,12 @@ from manta_mqtt.transport.mqtt import MqttLink, Will
 
 from .check import connection_problem, failure_kind
 from .config import NodeConfig
-from .events import Event, WorkerCrashed
+from .events import Event, SwarmEnded, WorkerCrashed
 from .health import HealthProbe, TaskClock
 from .intake import Intake
 from .jobs import Action, Announce, Cancel, DeliverPending, Dispatch, JobBook, Reject
 from .remote_log import RemoteLog
+from .uploads import UploadServer
 from .worker import Worker
 
 log = logging.getLogger("edge_node")
@@ -76,8 +79,10 @@ class EdgeAgent:
         )
         self.fetcher = BlobFetcher(self.link, self.cache, on_reject=self.reject)
         self.intake = Intake(self.node_id, self.reject, self.inbox)  # the network thread's handlers
-        self.worker = Worker(config, self.link, self.cache, self.fetcher, self.inbox, self.reject)
+        self.uploads = UploadServer(self.node_id, self.link, self.cache, self.reject)
+        self.worker = Worker(config, self.link, self.cache, self.fetcher, self.inbox, self.reject, self.uploads)
         self.link.route(topics.my_assignments(self.node_id), self.intake.on_assignment)
+        self.link.route(topics.my_grants(self.node_id), self.uploads.on_grant)
         self.link.route(topics.all_swarm_states(), self.intake.on_swarm_state)
         self.link.on_connect(self.intake.on_connect)
         self.remote_log = RemoteLog(  # the root logger's while run() runs; thread-safe
@@ -99,7 +104,11 @@ class EdgeAgent:
         delay, said = 1.0, ""
         while not stop.is_set():
             if self.link.start():
-                filters = [topics.my_assignments(self.node_id), topics.all_swarm_states()]
+                filters = [
+                    topics.my_assignments(self.node_id),
+                    topics.all_swarm_states(),
+                    topics.my_grants(self.node_id),
+                ]
                 if self.link.subscribe(filters, wait=10.0):
                     return True
                 self.link.stop()
@@ -128,6 +137,7 @@ class EdgeAgent:
         log.info("node %s ready (datasets: %s)", self.node_id, ", ".join(sorted(self.config.datasets)) or "none")
         trust = self.config.trust
         log.log(logging.INFO if trust.keys and not trust.allow_unsigned else logging.WARNING, "%s", trust.describe())
+        self.uploads.start()
         self.worker.start()
         try:
             while not stop.is_set():
@@ -142,6 +152,7 @@ class EdgeAgent:
         finally:
             self.worker.stop()
             self.worker.join()
+            self.uploads.stop()
             offline = self._status("offline", running=None)
             self.remote_log.uninstall()  # what it queued goes out first
             self.link.stop(final=[(topics.node_status(self.node_id), offline.to_bytes())])
@@ -178,6 +189,8 @@ class EdgeAgent:
             raise RuntimeError(f"the worker thread died: {event.error}")
         for action in self.book.handle(event):
             self._act(action)
+        if isinstance(event, SwarmEnded):
+            self.worker.end_swarm(event.swarm)  # its warm task processes go too
 
     def _act(self, action: Action) -> None:
         if isinstance(action, Reject):

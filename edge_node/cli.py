@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from manta_mqtt import __version__
-from manta_mqtt.protocol.signing import Trust, parse_public
+from manta_mqtt.protocol.signing import Trust, parse_public_raw
 from manta_mqtt.protocol.text import printable_logging
 from manta_mqtt.transport.mqtt import BrokerAddress
 
@@ -58,7 +58,7 @@ def start(
         config = NodeConfig.load(config_path)
         config.override(broker_url=broker, mqtt_version=mqtt_version)
         if trust_keys:
-            config.trust = Trust([parse_public(path.read_text()) for path in trust_keys])
+            config.trust = Trust([parse_public_raw(path.read_text()) for path in trust_keys])
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     problems = identity_problems(config)

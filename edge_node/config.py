@@ -14,8 +14,8 @@ tls_key = "/etc/manta/node.key"    #   chmod 600 the key: the agent warns when o
 username = "pi-kitchen"            # or, without a client certificate: a user and password or password_file
 password_file = "/etc/manta/password"  # chmod 600; a missing or unreadable file is an error
 version = "auto"                   # "5", "3.1.1" or "auto"
-chunk_size = 1048576               # optional: bytes per upload chunk, >= 1024 (default 1 MiB);
-                                   #   an MQTT 5 broker's maximum packet size lowers it
+chunk_size = 1048576               # optional, >= 1024; unused since uploads are pulled: the
+                                   #   coordinator's grants set the chunk size (--chunk-size)
 inline_limit = 262144              # optional: bytes, >= 0 (default 256 KiB); a result or global
                                    #   larger than this is uploaded as chunks, not sent inline
 
@@ -27,6 +27,10 @@ timeout = 3600                     # upper bound on any one task run, in seconds
 max_queued = 16                    # optional: assignments held behind the running one; more are refused
 stop_grace = 10.0                  # optional: seconds a running task gets to finish when the agent
                                    #   stops (SIGTERM/Ctrl-C); then it is killed
+warm = true                        # optional: keep a task's process for its swarm's next run, so
+                                   #   its imports load once; false: a fresh process every run
+warm_idle = 300.0                  # optional: seconds a kept process may wait unused, then it ends
+warm_max_rss_mib = 1024            # optional: a process that grew past this many MiB is not kept
 
 [logs]                             # optional: the node's warnings and errors, published on its log topic
 publish = true                     # false: keep them in the local log only
@@ -55,8 +59,9 @@ from pathlib import Path
 from typing import Any
 
 from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MAX_QUEUED_JOBS
-from manta_mqtt.protocol.signing import Trust, parse_public
+from manta_mqtt.protocol.signing import Trust, parse_public_raw
 from manta_mqtt.protocol.topics import TopicError, check_id
+from manta_mqtt.runtime.reuse import ReuseSettings
 from manta_mqtt.transport.credentials import PasswordFileError, read_password_file, shared_warning
 from manta_mqtt.transport.mqtt import BrokerAddress
 from manta_mqtt.transport.tls import TlsFileError, TlsFiles
@@ -90,6 +95,7 @@ class NodeConfig:
     log_publish: bool = True  # publish warnings/errors on the node's log topic
     log_level: str = "warning"  # the lowest level published: "warning" or "error"
     log_per_minute: int = 30  # rate limit of published log records
+    task_reuse: ReuseSettings = field(default_factory=ReuseSettings)  # warm task processes ([tasks] warm*)
 
     def override(self, *, broker_url: str | None = None, mqtt_version: str | None = None) -> None:
         """Apply command-line overrides (credentials from the config are kept)."""
@@ -167,6 +173,9 @@ class NodeConfig:
             inline_limit=broker.inline_limit,
             trust=_trust(checked.trust, resolve),
             stop_grace=tasks.stop_grace,
+            task_reuse=ReuseSettings(
+                enabled=tasks.warm, idle_seconds=tasks.warm_idle, max_rss_mib=tasks.warm_max_rss_mib
+            ),
             heartbeat=node.heartbeat,
             log_publish=logs.publish,
             log_level=logs.level,
@@ -243,7 +252,7 @@ def _trust(table: TrustTable, resolve: Callable[[str], Path]) -> Trust:
     keys = []
     for where, text in texts:
         try:
-            keys.append(parse_public(text))
+            keys.append(parse_public_raw(text))
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
     return Trust(keys, allow_unsigned=table.allow_unsigned)

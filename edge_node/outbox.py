@@ -64,6 +64,12 @@ class Outbox:
         files = sorted(p for p in self.pending_dir.iterdir() if p.is_file())
         return [e for e in (self._load(p) for p in files) if e is not None]
 
+    def held(self) -> list[Entry]:
+        """Every result on disk, pending and sent (their uploads may still be pulled)."""
+        self.owner.check()
+        files = [p for folder in (self.pending_dir, self.sent_dir) for p in sorted(folder.iterdir()) if p.is_file()]
+        return [e for e in (self._load(p) for p in files) if e is not None]
+
     def find(self, key: Key) -> Entry | None:
         """The result already produced for ``key``, pending or sent."""
         self.owner.check()

@@ -57,6 +57,9 @@ class TasksTable(_Table):
     timeout: PositiveSeconds = 3600.0
     max_queued: Annotated[int, Meta(description="an integer", ge=0)] = MAX_QUEUED_JOBS
     stop_grace: Seconds = 10.0
+    warm: bool = True
+    warm_idle: Seconds = 300.0
+    warm_max_rss_mib: Annotated[int, Meta(description="an integer number of MiB", ge=1)] = 1024
 
 
 class TrustTable(_Table):

@@ -1,9 +1,14 @@
 """The worker thread: runs jobs one at a time, each task in its own process, and delivers results.
 
-It owns the outbox and the "a delivery failed, retry" flag; nothing else touches them. Jobs and
+It owns the outbox and the "a delivery failed, retry" flag; nothing else touches them. It offers
+the upload server (:mod:`.uploads`) the large values of every result it holds, which the
+coordinator then pulls with grants; a result's envelope goes out alone. Jobs and
 delivery requests reach it through its queue; it reports to the main thread through the
 main thread's inbox (:class:`JobStarted`, :class:`JobFinished`, :class:`WorkerCrashed`) and
 reads only the cancel event of the job in hand.
+
+It also owns the warm task processes (:class:`~manta_mqtt.runtime.pool.TaskProcesses`): it runs
+one task at a time, so it alone starts, reuses and ends them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from manta_mqtt.blobstore import BlobStore
@@ -21,18 +27,28 @@ from manta_mqtt.protocol.limits import BLOB_FETCH_TIMEOUT_SECONDS
 from manta_mqtt.protocol.messages import Assignment, BlobRef, ResultEnvelope, Value
 from manta_mqtt.protocol.rejections import Rejections
 from manta_mqtt.protocol.signing import Untrusted
-from manta_mqtt.runtime.executor import TaskOutcome, run_task
-from manta_mqtt.transport.blobs import BlobFetcher, upload
+from manta_mqtt.runtime.executor import TaskOutcome
+from manta_mqtt.runtime.pool import TaskProcesses
+from manta_mqtt.transport.blobs import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink
 
 from .config import NodeConfig
 from .events import Event, Job, JobFinished, JobStarted, WorkerCrashed, key_of
 from .host import EdgeHost
 from .outbox import Entry, Outbox
+from .uploads import UploadServer
 
 log = logging.getLogger("edge_node")
 
-Item = Job | Literal["deliver", "wake"]
+
+@dataclass(frozen=True)
+class SwarmOver:
+    """The swarm ended: the worker ends its warm task processes."""
+
+    swarm: str
+
+
+Item = Job | SwarmOver | Literal["deliver", "wake"]
 
 
 class Worker:
@@ -44,6 +60,7 @@ class Worker:
         fetcher: BlobFetcher,
         inbox: queue.Queue[Event],
         reject: Callable[[str, str], None] | None = None,
+        uploads: UploadServer | None = None,
     ) -> None:
         self.config = config
         self.reject = reject if reject is not None else Rejections(log)  # thread-safe
@@ -52,9 +69,11 @@ class Worker:
         self.cache = cache  # content-addressed files, written atomically: shared with the fetcher
         self.fetcher = fetcher  # locked inside; its network-thread half fills the cache
         self.inbox = inbox  # the main thread's: we only put
+        self.uploads = uploads  # thread-safe hand-over (offers); None: nobody answers grants
         self.owner = Owner("worker")
         self.outbox = Outbox(config.data_dir / "outbox")  # worker thread only (checked by the outbox)
         self._undelivered = False  # worker thread only: a delivery failed while connected, retry
+        self.tasks = TaskProcesses(config.task_reuse)  # worker thread only (checked): warm task processes
         self._queue: queue.Queue[Item] = queue.Queue()  # any thread puts, the worker takes
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="edge-worker")
@@ -69,6 +88,10 @@ class Worker:
 
     def deliver_pending(self) -> None:
         self._queue.put("deliver")
+
+    def end_swarm(self, swarm: str) -> None:
+        """The swarm is over: its warm task processes go (after the job in hand)."""
+        self._queue.put(SwarmOver(swarm))
 
     def stop(self) -> None:
         """Finish the job in hand, start no other, and end the thread."""
@@ -90,12 +113,19 @@ class Worker:
         except BaseException as exc:  # the agent must not live on without its worker
             log.exception("the worker thread failed")
             self.inbox.put(WorkerCrashed(repr(exc)))
+        finally:
+            self.tasks.close()  # no task process outlives the worker
 
     def _loop(self) -> None:
         self.owner.check()
+        if self.uploads is not None:  # results held from before a restart may still be pulled
+            for entry in self.outbox.held():
+                self.uploads.offer(entry.key[0], entry.uploads)
+            self.uploads.offered_all()
         while not self._stopping.is_set():
             if self._undelivered and self.link.connected.is_set():
                 self._deliver_pending()
+            self.tasks.reap()  # warm task processes idle too long
             try:
                 item = self._queue.get(timeout=0.5)
             except queue.Empty:
@@ -104,6 +134,8 @@ class Worker:
                 break
             if item == "deliver":
                 self._deliver_pending()
+            elif isinstance(item, SwarmOver):
+                self.tasks.end_swarm(item.swarm)
             elif isinstance(item, Job):
                 self.run(item)
 
@@ -142,10 +174,12 @@ class Worker:
                 False, f"could not fetch blob(s) {', '.join(s[:12] for s in missing)} from the broker"
             )
         else:
-            outcome = run_task(
+            outcome = self.tasks.run(
                 self.cache.path(a.code.sha),
                 a.code.entry,
                 host,
+                swarm=a.swarm,
+                code=a.code.sha,
                 timeout=min(a.timeout, self.config.task_timeout),
                 workdir=self.config.data_dir / "work" / a.swarm,
                 cancel=job.cancel,
@@ -201,13 +235,14 @@ class Worker:
                 return
 
     def _deliver(self, entry: Entry) -> bool:
-        """Uploads, then the envelope; the entry leaves ``pending`` once the broker has it all."""
+        """The envelope alone (its uploads are offered, for the coordinator to pull); the entry
+        leaves ``pending`` once the broker has it."""
         if not self.link.connected.is_set():
             log.info("link down: result %s kept in the outbox", entry.name)
             return False
         swarm = entry.key[0]
-        for sha in entry.uploads:
-            upload(self.link, swarm, self.node_id, self.cache.get(sha), self.config.chunk_size)
+        if self.uploads is not None:  # offered before the envelope goes, so no grant can come first
+            self.uploads.offer(swarm, entry.uploads)
         self.link.publish(topics.results(swarm, self.node_id), entry.envelope)
         if not self.link.flush(60):
             log.warning("result %s not acknowledged yet; it stays in the outbox", entry.name)

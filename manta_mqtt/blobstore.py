@@ -5,6 +5,9 @@ coordinator keeps every value of a run in one. Writes are atomic (temp file + re
 crash never leaves a half-written blob under its final name. Blobs are private to the user
 running the store (folders 0700, files 0600): a run's results and a node's cached globals are
 its data, and a code bundle is read only by task processes of the same user.
+
+A blob that arrives piece by piece (the coordinator's uploads) is written to a :class:`BlobSpool`,
+a temp file in ``<root>/.partial/``, and renamed into place once verified (:meth:`BlobStore.adopt`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from .protocol.topics import TopicError, check_sha
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
+PARTIAL_DIR = ".partial"
+#: A spool holds its first bytes in memory and goes to a file past this: small uploads (most
+#: results, and a flood of tiny forged ones) cost no file, large ones no memory.
+SPOOL_MEMORY_BYTES = 256 * 1024
 
 
 def private_dir(path: str | Path) -> Path:
@@ -37,6 +44,40 @@ def private_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise NotADirectoryError(f"{path} is not a directory")
     return path
+
+
+class BlobSpool:
+    """One blob's bytes in order: in memory up to ``SPOOL_MEMORY_BYTES``, then appended to a private
+    temp file.
+
+    The file is opened for each write and closed again, so thousands of incomplete uploads cost
+    no file descriptors; they cost disk, which the caller's budgets bound."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self.path: Path | None = None
+        self.memory = bytearray()  # the bytes while there is no file
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+        if self.path is None and self.size <= SPOOL_MEMORY_BYTES:
+            self.memory += data
+            return
+        if self.path is None:
+            fd, name = tempfile.mkstemp(dir=private_dir(self._folder), prefix=".part-")
+            os.fchmod(fd, PRIVATE_FILE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(self.memory)
+            self.path, self.memory = Path(name), bytearray()
+        with self.path.open("ab") as handle:
+            handle.write(data)
+
+    def discard(self) -> None:
+        self.memory = bytearray()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
 
 class BlobStore:
@@ -74,6 +115,32 @@ class BlobStore:
         Only for bytes verified in this process; anything else goes through :meth:`put`."""
         self._write(self.path(sha), data)  # path() still refuses a malformed sha
         return sha
+
+    def spool(self) -> BlobSpool:
+        """A temp file for a blob that arrives piece by piece; :meth:`adopt` it once verified."""
+        return BlobSpool(self.root / PARTIAL_DIR)
+
+    def adopt(self, spool: BlobSpool, sha: str) -> str:
+        """Move a spool whose bytes the caller verified hash to ``sha`` into the store (a rename: no
+        copy, no second hash)."""
+        target = self.path(sha)  # refuses a malformed sha
+        if spool.path is None:  # small: still in memory
+            self._write(target, spool.memory)
+            spool.memory = bytearray()
+        elif target.is_file():
+            spool.discard()
+        else:
+            private_dir(target.parent)
+            os.replace(spool.path, target)
+            spool.path = None
+        return sha
+
+    def clear_spools(self) -> None:
+        """Remove the temp files of incomplete blobs (left by a process that died)."""
+        folder = self.root / PARTIAL_DIR
+        if folder.is_dir():
+            for leftover in folder.iterdir():
+                leftover.unlink(missing_ok=True)
 
     def _write(self, target: Path, data: bytes | bytearray | memoryview) -> None:
         if target.is_file():

@@ -11,6 +11,7 @@ from edge_node.config import ConfigError, NodeConfig
 from edge_node.schema import TABLES, keys_of
 from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MIN_CHUNK_SIZE
 from manta_mqtt.protocol.signing import OwnerKey
+from manta_mqtt.runtime.reuse import ReuseSettings
 
 
 def config(tmp_path: Path, **broker: Any) -> NodeConfig:
@@ -131,7 +132,14 @@ def test_every_documented_key_is_accepted(tmp_path: Path) -> None:
             "inline_limit": 100,
         },
         "datasets": {"data.npz": "data.npz"},
-        "tasks": {"timeout": 60, "max_queued": 3, "stop_grace": 2.5},
+        "tasks": {
+            "timeout": 60,
+            "max_queued": 3,
+            "stop_grace": 2.5,
+            "warm": False,
+            "warm_idle": 7.5,
+            "warm_max_rss_mib": 256,
+        },
         "trust": {"keys": [public.read_text().strip()], "key_files": [str(public)], "allow_unsigned": False},
         "logs": {"publish": False, "level": "error", "per_minute": 5},
     }
@@ -144,6 +152,8 @@ def test_every_documented_key_is_accepted(tmp_path: Path) -> None:
     assert (cfg.chunk_size, cfg.inline_limit) == (4096, 100)
     assert cfg.datasets == {"data.npz": tmp_path / "data.npz"}
     assert (cfg.task_timeout, cfg.max_queued, cfg.stop_grace) == (60.0, 3, 2.5)
+    assert cfg.task_reuse == ReuseSettings(enabled=False, idle_seconds=7.5, max_rss_mib=256)
+    assert NodeConfig.from_dict({"node": {"id": "pi-1"}}, tmp_path).task_reuse == ReuseSettings()  # warm by default
     assert len(cfg.trust.keys) == 1 and not cfg.trust.allow_unsigned
     assert (cfg.log_publish, cfg.log_level, cfg.log_per_minute) == (False, "error", 5)
     assert NodeConfig.from_dict({"node": {"id": "pi-1"}, "broker": {"version": 5}}, tmp_path).mqtt_version == "5"
@@ -157,7 +167,10 @@ def test_every_documented_key_is_accepted(tmp_path: Path) -> None:
         ({"node": {"id": "n1", "hearbeat": 3}}, "unknown key 'hearbeat' in [node]; did you mean heartbeat?"),
         ({"log": {}}, "unknown table [log]; did you mean [logs]?"),
         ({"tasks": {"stop_grase": 1}}, "unknown key 'stop_grase' in [tasks]; did you mean stop_grace?"),
-        ({"tasks": {"xyz": 1}}, "unknown key 'xyz' in [tasks] (known: timeout, max_queued, stop_grace)"),
+        (
+            {"tasks": {"xyz": 1}},
+            "unknown key 'xyz' in [tasks] (known: timeout, max_queued, stop_grace, warm, warm_idle, warm_max_rss_mib)",
+        ),
     ],
 )
 def test_an_unknown_table_or_key_is_refused_with_a_did_you_mean(

@@ -225,7 +225,10 @@ def test_allowed_imports_pass(module: str, source: str) -> None:
 def test_the_loaded_edge_agent_stays_lean() -> None:
     """Rule (b) through every transitive import: loading the agent and its CLI loads none of these."""
     code = (
-        "import json, sys\nimport edge_node.agent, edge_node.cli\n"
+        "import json, pathlib, sys\nimport edge_node.agent, edge_node.cli\n"
+        "from edge_node.config import NodeConfig\n"  # a config that trusts a key: still no cryptography
+        "key = 'ed25519:' + 'A' * 43 + '='\n"
+        "NodeConfig.from_dict({'node': {'id': 'n1'}, 'trust': {'keys': [key]}}, pathlib.Path('.'))\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -235,3 +238,7 @@ def test_the_loaded_edge_agent_stays_lean() -> None:
     assert not loaded & {"torch", "rich", "sqlite3"}, (
         f"the edge agent loads {sorted(loaded & {'torch', 'rich', 'sqlite3'})}"
     )
+    # deferred to the first assignment (signature check) and the first array (codec): an idle
+    # agent that loads them is ~25 MiB larger (bench/bench_edge_rss.py; target <= 40 MiB)
+    deferred = {"numpy", "cryptography"}
+    assert not loaded & deferred, f"the idle edge agent loads {sorted(loaded & deferred)}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
+import tracemalloc
 
 import msgpack
 import numpy as np
@@ -401,3 +403,64 @@ def test_oversized_message_is_refused():
 
     with pytest.raises(CodecError, match="exceeds"):
         codec.decode(Huge(b"\xc0"))
+
+
+# --- zero-copy decoding (msgspec) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdc\xff\xff", b"\xde\xff\xff", b"\xc6\xff\xff\xff\xff"],
+    ids=["array32", "map32", "array16", "map16", "bin32"],
+)
+def test_declared_lengths_beyond_the_input_fail_without_allocating(header):
+    """A header claiming 2**32 - 1 elements (or 65535, or 4 GiB of bin) is refused before allocating."""
+    data = header + b"\x00" * 64
+    tracemalloc.start()
+    try:
+        with pytest.raises(CodecError):
+            codec.decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+def test_an_array_as_map_key_is_refused():
+    """msgpack-python refused a list key (unhashable); the decoder must not turn it into a tuple."""
+    with pytest.raises(CodecError):
+        codec.decode(b"\x81\x92\x01\x02\x03")  # {[1, 2]: 3}
+    with pytest.raises(CodecError):
+        codec.decode(b"\x92\x81\x01\x02\x81\x01\x91\x81\x92\x03\x04\x05")  # [{1: 2}, {1: [{[3, 4]: 5}]}]
+    with pytest.raises(CodecError):
+        codec.decode(b"\x92\x01\x81\x91\xc0\x02")  # [1, {[None]: 2}]
+
+
+def test_non_str_scalar_keys_still_decode():
+    """Map keys may be ints, bytes, floats, bools or None (strict_map_key=False before): still so."""
+    value = {1: "a", b"k": 2, 1.5: None, None: [1], False: {"n": -1}}
+    assert codec.decode(msgpack.packb(value, use_bin_type=True)) == value
+
+
+@pytest.mark.parametrize("where", ["top", "nested"])
+def test_the_msgpack_timestamp_extension_is_refused(where):
+    """ext -1 (timestamp) never comes from the encoder; it is refused rather than made a datetime."""
+    stamp = msgpack.Timestamp(1, 0)
+    data = msgpack.packb(stamp if where == "top" else {"a": [1, {"t": stamp}]}, datetime=False)
+    with pytest.raises(CodecError):
+        codec.decode(data)
+
+
+def test_arrays_decoded_from_a_bytearray_are_read_only_views_of_it():
+    """Over a writable buffer the arrays are still read-only, and share its memory (no copy)."""
+    buffer = bytearray(codec.encode({"w": np.arange(4, dtype="<i4")}))
+    decoded = codec.decode(buffer)["w"]
+    assert not decoded.flags.writeable
+    assert np.shares_memory(decoded, np.frombuffer(buffer, dtype=np.uint8))
+
+
+def test_arrays_keep_the_input_alive():
+    """The input may be dropped right after decoding: the arrays hold a reference to it."""
+    decoded = codec.decode(codec.encode({"w": np.arange(1000, dtype="<f8")}))
+    gc.collect()
+    assert decoded["w"].tolist() == list(map(float, range(1000)))

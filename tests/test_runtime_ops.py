@@ -33,6 +33,7 @@ WIRE_OPS = [
     "stop",
     "done",
     "failed",
+    "run",
 ]
 
 

@@ -19,6 +19,7 @@ from ..protocol.limits import (
     MAX_NODE_UPLOAD_BYTES,
     MAX_TOTAL_RESULT_BYTES,
     MAX_TOTAL_UPLOAD_BYTES,
+    UPLOAD_WINDOW_BYTES,
 )
 from ..protocol.text import printable, printable_logging
 from ..transport.mqtt import BrokerAddress
@@ -90,6 +91,13 @@ def cli() -> None:
     help="Bytes all nodes' unfinished uploads may hold on the coordinator together.",
 )
 @click.option(
+    "--upload-window",
+    default=UPLOAD_WINDOW_BYTES,
+    show_default=True,
+    help="Bytes of upload chunks asked of nodes and not yet received, all nodes together; keep it well "
+    "under the broker's per-client queue (Mosquitto's max_queued_bytes).",
+)
+@click.option(
     "--node-result-budget",
     default=MAX_NODE_RESULT_BYTES,
     show_default=True,
@@ -108,6 +116,15 @@ def cli() -> None:
     show_default=True,
     help="Seconds without a status from a node (they send one every 30 s) before it counts as gone.",
 )
+@click.option(
+    "--warm-tasks/--no-warm-tasks",
+    default=True,
+    show_default=True,
+    help="Keep a coordinator task's process for its next run, so its imports load once "
+    "(--no-warm-tasks: a fresh process every run).",
+)
+@click.option("--warm-idle", default=300.0, show_default=True, help="Seconds a kept task process may wait unused.")
+@click.option("--warm-max-rss", default=1024, show_default=True, help="MiB: a task process grown past it is not kept.")
 @click.option("--summary-json", type=click.Path(path_type=Path), help="Write the run's summary here.")
 @click.option(
     "--signing-key",
@@ -135,8 +152,12 @@ def run(
     max_iterations: int,
     reconnect_grace: float,
     stale_after: float,
+    warm_tasks: bool,
+    warm_idle: float,
+    warm_max_rss: int,
     node_upload_budget: int,
     upload_budget: int,
+    upload_window: int,
     node_result_budget: int,
     result_budget: int,
     summary_json: Path | None,
@@ -151,6 +172,7 @@ def run(
     """
     from ..coordinator.coordinator import Coordinator, CoordinatorOptions, SwarmFailed
     from ..coordinator.options import EXIT_NO_BROKER
+    from ..runtime.reuse import ReuseSettings
     from ..swarm import load_swarm
 
     _logging(verbose)
@@ -166,8 +188,10 @@ def run(
         max_iterations=max_iterations,
         reconnect_grace=reconnect_grace,
         stale_after=stale_after,
+        task_reuse=ReuseSettings(enabled=warm_tasks, idle_seconds=warm_idle, max_rss_mib=warm_max_rss),
         upload_budget_per_node=node_upload_budget,
         upload_budget_total=upload_budget,
+        upload_window=upload_window,
         result_budget_per_node=node_result_budget,
         result_budget_total=result_budget,
         resume=resume,

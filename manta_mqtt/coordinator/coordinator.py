@@ -2,8 +2,10 @@
 
 network events -> engine -> actions carried out. Threads: paho's network thread runs the
 :class:`~.intake.Intake` only (parse, reassemble uploads, queue); the main thread (``run``) owns
-the engine, the blob publisher, the progress display and every write to the run store, and
-runs coordinator-placed tasks (each in a child process, answered by a serve thread).
+the engine, the upload puller (grants), the blob publisher, the progress display and every write
+to the run store, and runs coordinator-placed tasks (each in a child process, answered by a serve thread).
+It owns those processes too (:class:`~..runtime.pool.TaskProcesses`): kept warm between runs, ended
+with the swarm.
 """
 
 from __future__ import annotations
@@ -15,24 +17,26 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Any
 
 from ..protocol import codec, topics
-from ..protocol.messages import Assignment, BlobRef, CodeRef
+from ..protocol.messages import BlobRef, CodeRef
 from ..protocol.rejections import Rejections
 from ..protocol.signing import OwnerKey
-from ..runtime.executor import run_task
+from ..runtime.pool import TaskProcesses
 from ..swarm.graph import SwarmGraph
 from ..swarm.swarm import Swarm
-from ..transport.blobs import BlobPublisher, UploadReceiver
+from ..transport.blobs import BlobPublisher, UploadReceiver, chunk_size_for
 from ..transport.mqtt import BrokerAddress, MqttLink
 from . import engine as eng
+from .assignments import AssignmentEncoder
 from .engine import actions as act
+from .grants import GrantScheduler
 from .host import CoordinatorHost
-from .intake import Intake, Received, ReceivedEnvelope
-from .metrics import summarize
+from .intake import ChunksArrived, Intake, Received, ReceivedEnvelope
+from .metrics import step_metrics
 from .options import CoordinatorOptions, RunSummary, SwarmFailed, make_swarm_id
 from .progress import ConsoleProgress, ProgressView
+from .pulls import UploadPuller
 from .resume import open_run
 from .state import StateBoard
 from .state_rate import StateRate
@@ -40,8 +44,6 @@ from .store import RunStore
 
 log = logging.getLogger("manta_mqtt.coordinator")
 
-#: Results up to this size are decoded to show their metrics; larger ones (models) are not.
-METRICS_MAX_BYTES = 64 * 1024
 #: The longest the pump waits for an event before it ticks the engine anyway.
 MAX_WAIT = 1.0
 UNSIGNED_WARNING = (
@@ -78,14 +80,14 @@ class Coordinator:
         self.engine: eng.Engine | None = None
         self._ended: tuple[eng.RunState, str] = (eng.RunState.FAILED, "the run ended unexpectedly")
         self._owner_key = OwnerKey.load(self.options.signing_key) if self.options.signing_key else None
-        self._assignment: Assignment | None = None  # the last one sent, and its encoding per node
-        self._encodings: dict[str, bytes] = {}
-        self._sized: Assignment | None = None  # the last one, with its blob sizes
+        self._assignments: AssignmentEncoder | None = None  # sized, signed, encoded (main thread)
         self._store: RunStore | None = None
         self._link: MqttLink | None = None
         self._publisher: BlobPublisher | None = None
         self._intake: Intake | None = None
+        self._pulls: UploadPuller | None = None
         self._interrupt = threading.Event()  # set by interrupt(), from a signal handler or any thread
+        self._tasks = TaskProcesses(self.options.task_reuse)  # main thread only (checked): warm task processes
         self._signal = 0
         self._board = StateBoard(self.swarm_id, swarm.name)
         self._state_rate = StateRate()  # progress states coalesced (main thread)
@@ -103,6 +105,8 @@ class Coordinator:
         options = self.options
         store, checkpoint, resumed, self.metrics = open_run(self.swarm, self.graph, self.swarm_id, options)
         self._store = store
+        self._assignments = AssignmentEncoder(store.blobs, self._owner_key)
+        store.batch()  # results committed in groups, and with every checkpoint (store.py)
         uploads = UploadReceiver(
             store.blobs,
             max_size=options.max_upload,
@@ -129,6 +133,8 @@ class Coordinator:
             self._abandon(store)
             raise ConnectionError(f"the broker at {self.broker} did not acknowledge our subscriptions (check its ACL)")
         self._publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
+        grants = GrantScheduler(window=options.upload_window, chunk_size=chunk_size_for(link, options.chunk_size))
+        self._pulls = UploadPuller(link, self.swarm_id, grants, options.max_upload, self._intake.expect)
         verb = "resuming" if options.resume is not None else "swarm"
         self.progress.info(f"{verb} {self.swarm_id} ({self.swarm.name}) on {self.broker}; results in {store.root}")
         if self._owner_key is None:
@@ -147,6 +153,7 @@ class Coordinator:
             if options.resume is not None or (self.engine is not None and self.engine.started):
                 reason += f"; continue it with --resume {store.root}"
         finally:
+            self._tasks.close()  # the swarm is over: so are its task processes
             iterations, kept = self._finish(state, reason)
         metrics, rejected = dict(self.metrics), self.reject.as_dict()
         started = self.engine is not None and self.engine.started
@@ -180,24 +187,34 @@ class Coordinator:
 
     def _pump(self, engine: eng.Engine) -> tuple[eng.RunState, str]:
         """Feed the engine every event (a tick when none comes before its next deadline)."""
-        assert self._intake is not None
+        assert self._intake is not None and self._pulls is not None
+        pulls = self._pulls
         self._carry_out(engine.start(time.monotonic()))
         while not engine.ended:
             if self._interrupt.is_set():
                 raise _Interrupted
-            timers = [t for t in (engine.next_timer(), self._state_rate.due()) if t is not None]
+            self._tasks.reap()  # task processes idle too long
+            timers = [t for t in (engine.next_timer(), self._state_rate.due(), pulls.next_timer()) if t is not None]
             wait = min([MAX_WAIT, *(max(0.0, t - time.monotonic()) for t in timers)])
             try:
-                event = self._event(self._intake.next(timeout=wait))
+                received: Received | None = self._intake.next(timeout=wait)
             except queue.Empty:
-                event = eng.Tick()
-            self._carry_out(engine.handle(event, time.monotonic()))
+                received = None
+            now = time.monotonic()
+            if pulls.observe(received, engine, now):  # not for a mere upload chunk's arrival
+                self._carry_out(engine.handle(self._event(received), now))
+                pulls.sync(engine, time.monotonic())  # grants for what the engine now waits for
+            pulls.send(time.monotonic())
             waiting = self._state_rate.flush(time.monotonic())
             if waiting is not None:
                 self._publish_state(waiting)
+            if self._store is not None:  # batched results: committed within a second or so
+                self._store.commit_if_due(time.monotonic())
         return self._ended
 
-    def _event(self, received: Received) -> eng.Event:
+    def _event(self, received: Received | None) -> eng.Event:
+        if received is None or isinstance(received, ChunksArrived):
+            return eng.Tick()
         if not isinstance(received, ReceivedEnvelope):
             return received
         assert self._store is not None
@@ -218,15 +235,15 @@ class Coordinator:
 
     def _do(self, action: act.Action) -> eng.Event | None:
         """Carry out one action; a coordinator-placed task's end comes back as an event."""
-        store, link, publisher = self._store, self._link, self._publisher
-        assert store is not None and link is not None and publisher is not None
+        store, link, publisher, assignments = self._store, self._link, self._publisher, self._assignments
+        assert store is not None and link is not None and publisher is not None and assignments is not None
         match action:
             case act.PublishBlob(sha=sha) if sha not in publisher.published:
                 publisher.publish(store.blobs.get(sha))
             case act.ClearBlobs(keep=keep):
                 publisher.clear_all_except(set(keep))
             case act.Assign(node=node, assignment=assignment):
-                link.publish(topics.assignment(self.swarm_id, node), self._encoded(assignment, node))
+                link.publish(topics.assignment(self.swarm_id, node), assignments.encode(assignment, node))
             case act.PublishState():
                 ready = self._state_rate.offer(action, time.monotonic())
                 if ready is not None:
@@ -267,23 +284,10 @@ class Coordinator:
                 self._ended = (state, reason)
         return None
 
-    def _encoded(self, assignment: Assignment, node: str) -> bytes:
-        """With the size of each blob it needs (a node refuses a blob declaring another size),
-        signed for ``node`` (when we have a key), encoded once: an assignment sent again (the
-        node came back) is the same object."""
-        if assignment is not self._assignment:
-            assert self._store is not None
-            self._assignment, self._encodings = assignment, {}
-            self._sized = assignment.with_sizes(self._store.blobs.sizes(assignment.blobs))
-        if node not in self._encodings:
-            sized = self._sized
-            assert sized is not None
-            self._encodings[node] = (self._owner_key.sign(node, sized) if self._owner_key else sized).to_bytes()
-        return self._encodings[node]
-
     def _run_local(self, action: act.RunLocal) -> eng.TaskFinished:
         store = self._store
         assert store is not None and self.engine is not None
+        store.commit()  # a coordinator task may run for minutes: nothing waits uncommitted meanwhile
         code, task = self.engine.plan.code[action.task], self.graph.tasks[action.task]
         host = CoordinatorHost(
             store,
@@ -294,10 +298,12 @@ class Coordinator:
             only=action.only,
             exclude=action.exclude,
         )
-        outcome = run_task(
+        outcome = self._tasks.run(
             store.blobs.path(code.sha),
             code.entry,
             host,
+            swarm=self.swarm_id,
+            code=code.sha,
             timeout=task.timeout,
             workdir=store.root / "work",
             label=action.task,
@@ -308,19 +314,11 @@ class Coordinator:
         return eng.TaskFinished(action.task, outcome.ok, outcome.error, outcome.duration, host.writes())
 
     def _step_done(self, done: act.StepDone) -> None:
-        store = self._store
-        assert store is not None
-        values: dict[str, Any] = {}
-        for node, tag, sha, size in store.step_results(done.iteration, done.task):
-            if size <= METRICS_MAX_BYTES:
-                try:
-                    values[f"{node}/{tag}"] = store.value(sha)
-                except codec.CodecError:
-                    continue
-        metrics = summarize(values)
+        assert self._store is not None
+        metrics = step_metrics(self._store, done.iteration, done.task)
         if done.total and metrics:  # the swarm state shows the last node step's metrics
             self.metrics = metrics
-            store.set_meta("metrics", metrics)
+            self._store.set_meta("metrics", metrics)
         self.progress.step_finished(done.iteration, done.task, done.ok, done.total, metrics)
 
     def _publish_state(self, state: act.PublishState) -> None:

@@ -82,8 +82,13 @@ class CoordinatorHost:
         return sorted(self._result_shas(tag))
 
     def get_result(self, tag: str, node: str) -> bytes:
-        """One node's encoded value, read from disk only now (KeyError if it has none)."""
-        return self.store.blobs.get(self._result_shas(tag)[node])
+        """One node's encoded value, read from disk only now (KeyError if it has none): one row
+        looked up, not every node's (an aggregator asks once per node)."""
+        if node in self.exclude or (self.only is not None and node not in self.only and node != COORDINATOR_NODE):
+            raise KeyError(node)
+        if node == COORDINATOR_NODE and tag in self._results:  # its own, recorded when it ends
+            return self.store.blobs.get(self._results[tag])
+        return self.store.blobs.get(self.store.result_sha(self.iteration, tag, node))
 
     def select_results(self, tag: str) -> dict[str, bytes]:
         return {node: self.store.blobs.get(sha) for node, sha in self._result_shas(tag).items()}

@@ -2,7 +2,10 @@
 
 Threads: paho's network thread runs every method here but :meth:`Intake.next` and owns the
 :class:`UploadReceiver` (upload chunks are reassembled right here, a memory copy each, and
-stalled uploads are swept here too). The main thread only calls :meth:`Intake.next`. The queue
+stalled uploads are swept here too); it tells the main thread of the chunks that came of the
+uploads it asked for (:class:`ChunksArrived`, in batches: the grant scheduler's window frees), and
+of no others, so a flood of chunks nobody asked for never wakes the main thread. The main thread
+only calls :meth:`Intake.next` and :meth:`Intake.expect`. The queue
 between them is bounded in bytes of envelopes, per node and in total (the main thread may be
 busy for minutes running an aggregator); that budget is the one thing both threads touch, under
 a lock.
@@ -25,6 +28,10 @@ from ..transport.mqtt import MqttLink
 from .engine import Reconnected, StatusChanged, StopRequested, UploadCompleted
 
 SWEEP_EVERY = 1.0  # seconds between looks for stalled uploads
+#: Chunk arrivals held for the main thread at most (busy running an aggregator, or a flood of
+#: chunks): past it one is dropped, and the grant scheduler grants that chunk again after its retry
+#: time, which costs a duplicate at worst.
+MAX_QUEUED_NOTICES = 4096
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,19 @@ class ReceivedEnvelope:
     size: int  # bytes, as received
 
 
-Received = StatusChanged | ReceivedEnvelope | UploadCompleted | StopRequested | Reconnected
+@dataclass(frozen=True)
+class ChunksArrived:
+    """Upload chunks that came on ``uploads/{node}/{sha}/{index}`` (whether the receiver kept them
+    or not), as (node, sha, index), oldest first: every one since the previous batch."""
+
+    chunks: tuple[tuple[str, str, int], ...]
+
+
+Received = StatusChanged | ReceivedEnvelope | UploadCompleted | StopRequested | Reconnected | ChunksArrived
+
+
+class _Doorbell:
+    """Queued when the first chunk of a new batch arrives: the batch is taken when it is read."""
 
 
 class Intake:
@@ -49,9 +68,11 @@ class Intake:
         bytes_total: int = MAX_TOTAL_RESULT_BYTES,
     ) -> None:
         self.reject = reject  # thread-safe
-        self._events: queue.Queue[Received] = queue.Queue()  # the hand-off to the main thread
+        self._events: queue.Queue[Received | _Doorbell] = queue.Queue()  # the hand-off to the main thread
         self._queued = SenderBudget(per_sender=bytes_per_node, total=bytes_total)  # envelopes in _events
-        self._lock = threading.Lock()  # guards _queued
+        self._arrivals: list[tuple[str, str, int]] = []  # chunks not yet handed over; a _Doorbell is queued
+        self._expected: frozenset[tuple[str, str]] = frozenset()  # (node, sha) asked for, set by the main thread
+        self._lock = threading.Lock()  # guards _queued and _arrivals
         self._uploads = uploads  # owned by the network thread
         self._swept = time.monotonic()
         self._swarm = ""
@@ -63,7 +84,16 @@ class Intake:
         if isinstance(item, ReceivedEnvelope):
             with self._lock:
                 self._queued.give_back(item.node, item.size)
+        elif isinstance(item, _Doorbell):
+            with self._lock:
+                batch, self._arrivals = self._arrivals, []
+            return ChunksArrived(tuple(batch))
         return item
+
+    def expect(self, uploads: frozenset[tuple[str, str]]) -> None:
+        """The uploads (node, sha) the main thread asks for now: only their chunks are reported."""
+        with self._lock:
+            self._expected = uploads
 
     def attach(self, link: MqttLink, swarm: str) -> list[str]:
         """Route this swarm's topics to us; return the filters to subscribe to."""
@@ -156,5 +186,12 @@ class Intake:
             return
         assert parsed.node and parsed.sha and parsed.index is not None
         sha = self._uploads.receive(parsed.node, parsed.sha, parsed.index, payload)
+        with self._lock:
+            asked = (parsed.node, parsed.sha) in self._expected
+            ring = asked and not self._arrivals
+            if asked and len(self._arrivals) < MAX_QUEUED_NOTICES:
+                self._arrivals.append((parsed.node, parsed.sha, parsed.index))
+        if ring:
+            self._events.put(_Doorbell())
         if sha is not None:
             self._events.put(UploadCompleted(sha))

@@ -6,6 +6,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..protocol import codec
+from .store import RunStore
+
+#: Results up to this size are decoded to show their metrics; larger ones (models) are not.
+METRICS_MAX_BYTES = 64 * 1024
+
 
 def _last_number(value: Any) -> float | None:
     if isinstance(value, (list, tuple)) and value:
@@ -29,3 +35,15 @@ def summarize(values: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(key, str) and number is not None:
                 sums.setdefault(key, []).append(number)
     return {key: sum(nums) / len(nums) for key, nums in sorted(sums.items())}
+
+
+def step_metrics(store: RunStore, iteration: int, task: str) -> dict[str, float]:
+    """The metrics of one step's small results (models are too large to be metrics, and skipped)."""
+    values: dict[str, Any] = {}
+    for node, tag, sha, size in store.step_results(iteration, task):
+        if size <= METRICS_MAX_BYTES:
+            try:
+                values[f"{node}/{tag}"] = store.value(sha)
+            except codec.CodecError:
+                continue
+    return summarize(values)

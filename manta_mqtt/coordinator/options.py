@@ -14,7 +14,9 @@ from ..protocol.limits import (
     MAX_NODE_UPLOAD_BYTES,
     MAX_TOTAL_RESULT_BYTES,
     MAX_TOTAL_UPLOAD_BYTES,
+    UPLOAD_WINDOW_BYTES,
 )
+from ..runtime.reuse import ReuseSettings
 from .engine import Timing
 
 
@@ -33,12 +35,14 @@ class CoordinatorOptions:
     max_upload: int = MAX_BLOB_BYTES
     upload_budget_per_node: int = MAX_NODE_UPLOAD_BYTES  # bytes held in one node's incomplete uploads
     upload_budget_total: int = MAX_TOTAL_UPLOAD_BYTES  # ... in all nodes' together
+    upload_window: int = UPLOAD_WINDOW_BYTES  # upload bytes granted and not yet received (under the broker's queue)
     result_budget_per_node: int = MAX_NODE_RESULT_BYTES  # envelopes held unjudged, for one node
     result_budget_total: int = MAX_TOTAL_RESULT_BYTES  # ... for all nodes together
     resume: Path | None = None  # a run directory to continue from its last completed step
     reconnect_grace: float = 15.0  # a node gone offline mid-step may come back and report within this
     signing_key: Path | None = None  # the swarm owner's Ed25519 key (manta-mqtt keygen); None: unsigned
     stale_after: float = 90.0  # a node whose status (a heartbeat every 30 s) stops this long is gone
+    task_reuse: ReuseSettings = field(default_factory=ReuseSettings)  # warm coordinator task processes
 
     def timing(self) -> Timing:
         return Timing(

@@ -5,6 +5,15 @@ which result (iteration, task, node, tag), which global version each iteration e
 how every task run went. Open a finished run with :meth:`RunStore.open` and read it with
 :meth:`RunStore.results`, :meth:`RunStore.global_value` and :meth:`RunStore.summary`.
 A run is private to the user who ran it (folders 0700, files 0600): it holds every node's results.
+
+Durability: SQLite in WAL mode with ``synchronous=NORMAL``, so a commit survives the coordinator
+being killed (not a power cut, which may lose the last commits but never corrupts the index).
+The coordinator batches its writes (:meth:`RunStore.batch`): results and runs are committed
+together, at the latest :data:`COMMIT_EVERY` writes or :data:`COMMIT_WITHIN` seconds after the
+first one, and always with a meta write (a checkpoint, the end of the run): a result is committed
+by the time the step it belongs to is checkpointed. One killed before its batch was committed is
+asked for again on ``--resume`` (its node sends it again from its outbox). Other users of a
+store commit each write.
 """
 
 from __future__ import annotations
@@ -20,12 +29,18 @@ from typing import Any
 from ..blobstore import PRIVATE_DIR, PRIVATE_FILE, BlobStore, private_dir
 from ..protocol import codec
 
+#: With :meth:`RunStore.batch` on: commit once this many writes wait ...
+COMMIT_EVERY = 500
+#: ... or this many seconds after the first of them (checked by :meth:`RunStore.commit_if_due`).
+COMMIT_WITHIN = 0.25
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL, tag TEXT NOT NULL,
     sha TEXT NOT NULL, size INTEGER NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (iteration, task, node, tag));
+CREATE INDEX IF NOT EXISTS results_by_tag ON results (iteration, tag, node);
 CREATE TABLE IF NOT EXISTS late_results (
     iteration INTEGER NOT NULL, task TEXT NOT NULL, node TEXT NOT NULL, tag TEXT NOT NULL,
     sha TEXT NOT NULL, at REAL NOT NULL,
@@ -51,8 +66,13 @@ class RunStore:
         _create_private(index)  # SQLite gives its -wal and -shm files the mode of the database
         self._db = sqlite3.connect(index, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: a commit survives a kill, see above
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        self._batching = False
+        self._closed = False
+        self._pending = 0  # writes not committed yet (only while batching)
+        self._pending_since = 0.0  # time.monotonic() of the first of them
 
     @classmethod
     def create(cls, runs_dir: str | Path, swarm_id: str, description: dict[str, Any]) -> RunStore:
@@ -71,16 +91,59 @@ class RunStore:
         return cls(root)
 
     def close(self) -> None:
+        """Commit what waits and close; closing again does nothing."""
+        if self._closed:
+            return
+        self.commit()
         self._db.close()
+        self._closed = True
 
     # --- writing (coordinator) ---------------------------------------------------------------
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+    def batch(self, on: bool = True) -> None:
+        """Group writes into fewer commits (see the module docstring); off: commit what waits."""
+        self._batching = on
+        if not on:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit the writes that wait, if any."""
         with self._lock:
+            self._commit()
+
+    def _commit(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._pending = 0
+
+    def commit_due(self) -> float | None:
+        """When the writes that wait must be committed (time.monotonic()); None if none waits."""
+        return self._pending_since + COMMIT_WITHIN if self._pending else None
+
+    def commit_if_due(self, now: float) -> bool:
+        """Commit if the oldest waiting write is :data:`COMMIT_WITHIN` seconds old; whether it did."""
+        due = self.commit_due()
+        if due is None or now < due:
+            return False
+        self.commit()
+        return True
+
+    def _write(self, sql: str, args: tuple[Any, ...], *, commit: bool = False) -> None:
+        with self._lock:
+            if not self._batching:
+                self._db.execute(sql, args)
+                return
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+                self._pending_since = time.monotonic()
             self._db.execute(sql, args)
+            self._pending += 1
+            if commit or self._pending >= COMMIT_EVERY:
+                self._commit()
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        """Committed at once, with every write before it (a checkpoint covers the results it counts)."""
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)), commit=True)
 
     def put_value(self, data: bytes) -> str:
         return self.blobs.put(data)
@@ -155,6 +218,17 @@ class RunStore:
             (iteration, tag),
         )
         return {node: sha for node, sha in rows}
+
+    def result_sha(self, iteration: int, tag: str, node: str) -> str:
+        """The sha of one node's ``tag`` in ``iteration`` (the latest task's), by the primary key's
+        index: one row, where :meth:`result_shas` reads them all. KeyError if it has none."""
+        rows = self._rows(
+            "SELECT sha FROM results WHERE iteration = ? AND tag = ? AND node = ? ORDER BY at DESC LIMIT 1",
+            (iteration, tag, node),
+        )
+        if not rows:
+            raise KeyError(node)
+        return str(rows[0][0])
 
     def raw_results(self, iteration: int, tag: str) -> dict[str, bytes]:
         """``{node: encoded value}`` of ``tag`` in ``iteration`` (the latest task's, per node)."""

@@ -3,15 +3,18 @@
 A blob is identified by the sha256 of its bytes. Each chunk message describes the whole blob
 (size, chunk size, count), so the receiver can start on whichever chunk comes first; it allocates
 only for the bytes that arrived, never for the declared size. The assembled bytes are delivered
-only when every chunk arrived and the sha256 matches: never half.
+only when every chunk arrived and the sha256 matches: never half. Where the bytes in order go is a
+:class:`Spool`: memory by default, or (the coordinator's uploads) a file the caller provides, so
+that holding many large uploads at once does not cost their size in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from .budget import SenderBudget
 from .limits import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
@@ -71,6 +74,16 @@ def split(data: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[BlobInfo, 
     return info, chunks()
 
 
+class Spool(Protocol):
+    """Where an :class:`Assembler` puts a blob's contiguous prefix, in order (no I/O here: the
+    caller's storage layer provides a file-backed one)."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def discard(self) -> None:
+        """The blob will not complete: free what was written."""
+
+
 class Assembler:
     """Reassembles one blob from chunks arriving in any order, with duplicates tolerated.
 
@@ -78,16 +91,19 @@ class Assembler:
     1 GiB): chunks that extend the contiguous prefix are appended to it and hashed on the way,
     the others wait in a map until the gap before them fills. At completion the prefix is the
     blob, so it is never copied again. What it holds is ``received_bytes`` (plus the prefix's growth
-    slack, at most an eighth).
+    slack, at most an eighth). With a ``spool``, the prefix goes there instead of memory: only the
+    chunks past a gap are held (use :meth:`feed`, then take the spool).
     """
 
-    def __init__(self, info: BlobInfo, max_size: int) -> None:
+    def __init__(self, info: BlobInfo, max_size: int, spool: Spool | None = None) -> None:
         if info.size > max_size:
             raise ChunkError(f"blob of {info.size} bytes exceeds the limit of {max_size}")
         if info.chunk_size < MIN_CHUNK_SIZE and info.count > 1:
             raise ChunkError(f"chunk size {info.chunk_size} is below {MIN_CHUNK_SIZE}")
         self.info = info
-        self._prefix = bytearray()  # chunks 0.._next-1, in order
+        self.spool = spool
+        self._prefix = bytearray()  # chunks 0.._next-1, in order (empty with a spool)
+        self._spooled = 0  # bytes written to the spool
         self._next = 0
         self._waiting: dict[int, bytes] = {}  # chunks past a gap, by index
         self._waiting_bytes = 0
@@ -101,18 +117,29 @@ class Assembler:
     @property
     def received_bytes(self) -> int:
         """Bytes of the distinct chunks received so far."""
-        return len(self._prefix) + self._waiting_bytes
+        return len(self._prefix) + self._spooled + self._waiting_bytes
 
     def has(self, index: int) -> bool:
         """Whether chunk ``index`` arrived already (a new copy of it would be a duplicate)."""
         return index < self._next or index in self._waiting
 
     def add(self, info: BlobInfo, index: int, data: bytes | memoryview) -> bytearray | None:
-        """Store one chunk; return the verified blob when it is complete, else ``None``.
+        """Store one chunk; return the verified blob when it is complete, else ``None`` (for an
+        assembler without a spool: with one, the blob is in the spool; see :meth:`feed`).
 
         Raises :class:`ChunkError` for a chunk that does not fit; the blob is discarded (the
         caller drops this assembler) when the assembled bytes fail the sha256 check.
         """
+        return self.blob if self.feed(info, index, data) else None
+
+    @property
+    def blob(self) -> bytearray:
+        """The bytes in order held in memory: the whole blob once complete, without a spool
+        (handed over, not copied: the assembler is done)."""
+        return self._prefix
+
+    def feed(self, info: BlobInfo, index: int, data: bytes | memoryview) -> bool:
+        """Store one chunk; True once the blob is complete and verified. Raises like :meth:`add`."""
         if info != self.info:
             raise ChunkError("chunk describes a different blob than its predecessors")
         if not 0 <= index < info.count:
@@ -122,24 +149,33 @@ class Assembler:
             raise ChunkError(f"chunk {index} has {len(data)} bytes, expected {end - start}")
         if self.has(index):
             self.duplicates += 1
-            return None
+            return False
         if index != self._next:
             self._waiting[index] = bytes(data)  # no copy of a bytes chunk; a view is copied once
             self._waiting_bytes += len(data)
-            return None
+            return False
         self._append(data)
         while self._next in self._waiting:
             piece = self._waiting.pop(self._next)
             self._waiting_bytes -= len(piece)
             self._append(piece)
         if self._next < info.count:
-            return None
+            return False
         if self._hash.hexdigest() != info.sha:
             raise DigestMismatch(f"blob {info.sha[:12]} failed its sha256 check")
-        return self._prefix  # handed over, not copied: the assembler is done
+        return True
+
+    def discard(self) -> None:
+        """Free what the spool holds (the blob will not complete)."""
+        if self.spool is not None:
+            self.spool.discard()
 
     def _append(self, data: bytes | memoryview) -> None:
-        self._prefix += data
+        if self.spool is not None:
+            self.spool.write(data)
+            self._spooled += len(data)
+        else:
+            self._prefix += data
         self._hash.update(data)
         self._next += 1
 
@@ -163,12 +199,21 @@ class AssemblerPool:
     Three bounds: open blobs per sender, bytes held per sender, bytes held in total. A chunk past
     one raises :class:`OverBudget` and its blob is discarded (it cannot complete without that
     chunk), so what it held is free at once; other senders go on. No clock: time is an argument.
+    ``spool``: makes each blob's :class:`Spool` (default: memory); bytes in a spool count against
+    the budgets all the same, so they bound the disk as well.
     """
 
     def __init__(
-        self, *, max_size: int, max_open_per_sender: int, max_bytes_per_sender: int, max_bytes_total: int
+        self,
+        *,
+        max_size: int,
+        max_open_per_sender: int,
+        max_bytes_per_sender: int,
+        max_bytes_total: int,
+        spool: Callable[[BlobInfo], Spool] | None = None,
     ) -> None:
         self.max_size = max_size
+        self._spool = spool
         self.max_open_per_sender = max_open_per_sender
         self.max_bytes_per_sender = max_bytes_per_sender
         self.max_bytes_total = max_bytes_total
@@ -190,17 +235,26 @@ class AssemblerPool:
         return self._count[sender]
 
     def add(self, sender: str, info: BlobInfo, index: int, data: bytes | memoryview, now: float) -> bytearray | None:
-        """Store one chunk; return the verified blob when complete (then forgotten), else ``None``.
+        """Store one chunk; return the verified blob when complete (then forgotten), else ``None``
+        (a pool without ``spool``; with one, use :meth:`feed`).
 
         Raises :class:`OverBudget` past a bound and :class:`ChunkError` for a chunk that does not
         fit; either way the sender's partial blob, if any, is discarded.
         """
+        done = self.feed(sender, info, index, data, now)
+        return done.blob if done is not None else None
+
+    def feed(self, sender: str, info: BlobInfo, index: int, data: bytes | memoryview, now: float) -> Assembler | None:
+        """Store one chunk; return the blob's assembler once it is complete and verified (then
+        forgotten: its spool is the caller's), else ``None``. Raises like :meth:`add`; an
+        ``OSError`` of the spool discards the partial blob too."""
         key = (sender, info.sha)
         partial = self._open.get(key)
         if partial is None:
             if self._count[sender] >= self.max_open_per_sender:
                 raise OverBudget(f"{sender} has {self.max_open_per_sender} incomplete blobs already")
-            partial = _Partial(sender, Assembler(info, self.max_size))
+            spool = self._spool(info) if self._spool is not None else None
+            partial = _Partial(sender, Assembler(info, self.max_size, spool))
             cost = OPEN_BLOB_COST + len(data)
         else:
             cost = 0 if partial.assembler.has(index) else len(data)
@@ -208,13 +262,16 @@ class AssemblerPool:
             if why := self._bytes.take(sender, cost):
                 raise OverBudget(why)
             self._charge(key, partial, cost, now)
-            blob = partial.assembler.add(info, index, data)
-        except ChunkError:
+            complete = partial.assembler.feed(info, index, data)
+        except (ChunkError, OSError):
+            if key not in self._open:  # refused before it was charged: nothing else holds its spool
+                partial.assembler.discard()
             self.discard(key)
             raise
-        if blob is not None:
-            self.discard(key)
-        return blob
+        if not complete:
+            return None
+        self.discard(key, keep_spool=True)
+        return partial.assembler
 
     def expire(self, cutoff: float) -> int:
         """Discard the blobs whose last chunk came before ``cutoff``; return how many."""
@@ -227,10 +284,12 @@ class AssemblerPool:
             expired += 1
         return expired
 
-    def discard(self, key: tuple[str, str]) -> None:
+    def discard(self, key: tuple[str, str], *, keep_spool: bool = False) -> None:
         partial = self._open.pop(key, None)
         if partial is None:
             return
+        if not keep_spool:
+            partial.assembler.discard()
         sender = partial.sender
         self._count[sender] -= 1
         self._bytes.give_back(sender, partial.held)

@@ -1,31 +1,59 @@
 """The one codec: msgpack, with numpy arrays as a native extension type.
 
 An array travels as ext type 1: ``u8 len(dtype) | dtype.str | u8 ndim | ndim x u64 shape | raw``.
-Decoding wraps the raw bytes with ``np.frombuffer`` (no copy beyond msgpack's own slice), so the
-arrays it returns are read-only views; call ``.copy()`` to modify one in place.
+
+Encoding uses msgpack-python (its bytes are the protocol's golden bytes). Decoding uses msgspec,
+whose ext hook gets a memoryview *into the input buffer*, so an array is wrapped with
+``np.frombuffer`` without copying its bytes: decoded arrays are read-only views that keep the
+whole input buffer alive (call ``.copy()`` to modify one, or to let a large message go while a
+small array from it lives on). numpy is imported only when an array is encoded or decoded, so a
+process that never sees one (the idle edge agent) does not pay for it.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import struct
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
+import msgspec
 
 from .limits import MAX_ARRAY_DIMENSIONS as MAX_ARRAY_DIMENSIONS
 from .limits import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # the cap on one decode: MQTT's maximum packet size
 
+if TYPE_CHECKING:
+    import numpy as np
+
 NDARRAY_EXT = 1
-_MAX_INTP = int(np.iinfo(np.intp).max)  # numpy's bound on an array's size in bytes (and on each dimension)
+_MAX_INTP = sys.maxsize  # numpy's bound on an array's size in bytes (and on each dimension): intp is Py_ssize_t
+
+#: What a decoded value may be made of: msgpack's own types, plus ndarray once numpy is loaded.
+#: msgspec also makes tuples (an array used as a map key) and datetimes (ext -1, the timestamp):
+#: msgpack-python refused the first, the encoder never makes the second, so both are refused.
+_LEAVES: set[type] = {type(None), bool, int, float, str, bytes}
+_NODES = (dict, list)
+_ALLOWED: set[type] = _LEAVES | set(_NODES)
 
 
 class CodecError(ValueError):
     """Bytes that are not a valid encoding, or a value that cannot be encoded."""
 
 
+def _numpy() -> Any:
+    """numpy, imported at the first array (and ndarray becomes a type a decoded value may hold)."""
+    import numpy
+
+    if numpy.ndarray not in _LEAVES:
+        _LEAVES.add(numpy.ndarray)
+        _ALLOWED.add(numpy.ndarray)
+    return numpy
+
+
 def _pack_array(array: np.ndarray) -> msgpack.ExtType:
+    numpy = _numpy()
     dtype = array.dtype
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise CodecError(f"cannot encode numpy dtype {dtype!r}: use plain numeric/bytes dtypes")
@@ -34,23 +62,24 @@ def _pack_array(array: np.ndarray) -> msgpack.ExtType:
     descr = dtype.str.encode("ascii")
     header = struct.pack(f"<B{len(descr)}sB{array.ndim}Q", len(descr), descr, array.ndim, *array.shape)
     # a byte view of the data (no copy unless the array was not contiguous); join copies once
-    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data if array.nbytes else b""
+    raw = numpy.ascontiguousarray(array).reshape(-1).view(numpy.uint8).data if array.nbytes else b""
     return msgpack.ExtType(NDARRAY_EXT, b"".join((header, raw)))
 
 
-def _unpack_array(data: bytes) -> np.ndarray:
+def _unpack_array(data: memoryview) -> np.ndarray:
     """Wrap the raw bytes, after checking the shape describes exactly the bytes present.
 
     The check is the whole defence against decode bombs: a 150-byte extension must not become a
     gigabyte array, so a zero-itemsize dtype (numpy never makes arrays of one) is refused rather
     than trusted, and a shape that numpy cannot index is refused before numpy sees it.
     """
+    numpy = _numpy()
     try:
         (dlen,) = struct.unpack_from("<B", data, 0)
-        descr = data[1 : 1 + dlen].decode("ascii")
+        descr = str(data[1 : 1 + dlen], "ascii")
         (ndim,) = struct.unpack_from("<B", data, 1 + dlen)
         shape = struct.unpack_from(f"<{ndim}Q", data, 2 + dlen)
-        dtype = np.dtype(descr)
+        dtype = numpy.dtype(descr)
     except (struct.error, UnicodeDecodeError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed ndarray extension: {exc}") from exc
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
@@ -67,25 +96,55 @@ def _unpack_array(data: bytes) -> np.ndarray:
     if count * dtype.itemsize != len(data) - offset:
         raise CodecError("ndarray extension size does not match its shape")
     try:
-        return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+        array: np.ndarray = numpy.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
     except ValueError as exc:  # anything numpy still refuses is malformed, never a crash
         raise CodecError(f"malformed ndarray extension: {exc}") from exc
+    array.flags.writeable = False  # already so over bytes; over a bytearray the view would be writable
+    return array
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return _pack_array(value)
-    if isinstance(value, np.generic):
-        return value.item()
+    numpy = sys.modules.get("numpy")  # a value can only be a numpy object if numpy is loaded
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray):
+            return _pack_array(value)
+        if isinstance(value, numpy.generic):
+            return value.item()
     if isinstance(value, (set, frozenset)):
         return list(value)
     raise CodecError(f"cannot encode value of type {type(value).__name__}")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _ext_hook(code: int, data: memoryview) -> Any:
     if code == NDARRAY_EXT:
         return _unpack_array(data)
     raise CodecError(f"unknown msgpack extension type {code}")
+
+
+# msgspec refuses, before allocating, any str/bin/ext/array/map whose declared length exceeds the
+# bytes left in the input (so a header claiming 2**32 elements fails at once); decoders are thread-safe
+_DECODER = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+
+
+def _check_types(value: Any) -> None:
+    """Refuse a decoded value holding anything but msgpack's own types and arrays.
+
+    One level at a time: ``gc.get_referents`` lists the items of every list and the keys and
+    values of every dict of the level in C (a dict of str keys yields only its values: str is
+    allowed anyway), so the walk costs a fraction of the decode even for many small containers.
+    """
+    if type(value) not in _ALLOWED:
+        raise CodecError(f"unsupported decoded type {type(value).__name__} (msgpack timestamp?)")
+    level = [value]
+    while level:
+        children = gc.get_referents(*level)
+        kinds = set(map(type, children))
+        if kinds <= _LEAVES:
+            return
+        if not kinds <= _ALLOWED:
+            bad = ", ".join(sorted(kind.__name__ for kind in kinds - _ALLOWED))
+            raise CodecError(f"unsupported decoded type {bad} (an array as a map key, or a msgpack timestamp)")
+        level = [child for child in children if child.__class__ is dict or child.__class__ is list]
 
 
 def encode(value: Any) -> bytes:
@@ -100,17 +159,18 @@ def encode(value: Any) -> bytes:
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
-    """Decode bytes from the network; raise :class:`CodecError` on anything malformed."""
+    """Decode bytes from the network; raise :class:`CodecError` on anything malformed.
+
+    Arrays in the result are read-only views into ``data``: they keep it alive, and a caller
+    that passes a bytearray must not change it while they live.
+    """
     if len(data) > MAX_MESSAGE_BYTES:
         raise CodecError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            ext_hook=_ext_hook,
-            strict_map_key=False,
-        )
+        value = _DECODER.decode(data)
     except CodecError:
         raise
-    except Exception as exc:  # msgpack raises many types (ExtraData, FormatError, ValueError...)
+    except Exception as exc:  # DecodeError, UnicodeDecodeError, RecursionError (nesting), MemoryError...
         raise CodecError(f"malformed msgpack: {type(exc).__name__}: {exc}") from exc
+    _check_types(value)
+    return value

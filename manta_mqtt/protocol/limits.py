@@ -72,6 +72,18 @@ FETCH_WINDOW = 8
 #: ("could not fetch blob(s)") without running.
 BLOB_FETCH_TIMEOUT_SECONDS = 600
 
+#: Bytes of upload chunks the coordinator has granted (``UploadGrant``) and not yet received, all
+#: nodes together. Enforced by the coordinator's grant scheduler (``manta-mqtt run --upload-window``):
+#: it grants more only as chunks arrive, so the broker never queues more than this toward it. Well
+#: below the broker's per-client queue (Mosquitto's ``max_queued_bytes``, 512 MiB in broker_config/),
+#: past which Mosquitto drops messages silently.
+UPLOAD_WINDOW_BYTES = 32 * MiB
+
+#: Seconds after which the coordinator grants again the chunks of a grant that did not arrive (a
+#: grant or chunk lost, a node that reconnected). Enforced by the grant scheduler; a node may so
+#: receive a grant twice and answer it twice (the receiver ignores duplicate chunks).
+GRANT_RETRY_SECONDS = 30
+
 #: Uploads one node may have open (incomplete) at the coordinator. Enforced by the coordinator's
 #: upload receiver; a chunk starting one more is dropped and counted ``oversized``.
 MAX_OPEN_UPLOADS_PER_NODE = 16

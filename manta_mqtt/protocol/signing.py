@@ -7,6 +7,9 @@ trusts before it fetches anything. The signature covers every field of the assig
 node it is addressed to, so it cannot be moved to another assignment or another node. The code
 bundle and the globals are covered through their sha256, which the node checks on every blob it
 fetches: signing the assignment signs what it runs.
+
+``cryptography`` (several MiB resident) is imported only when a key is used: a node reads its
+trusted keys as raw bytes, and verifies with them at its first assignment.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import base64
 import binascii
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from .messages import Assignment, Signature
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 #: Bytes signed for ``node``: this context, the node id, NUL, the assignment's unsigned encoding.
 CONTEXT = b"manta-mqtt v1 assignment\x00"
@@ -33,20 +37,26 @@ class Untrusted(Exception):
     """An assignment this node must not run; the message says why, for the coordinator to show."""
 
 
-def key_id(public: Ed25519PublicKey) -> str:
+def key_id(public: Ed25519PublicKey | bytes) -> str:
     """A short name for a public key: the first 16 hex digits of the sha256 of its raw bytes."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = public if isinstance(public, bytes) else public.public_bytes_raw()
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def public_text(public: Ed25519PublicKey) -> str:
     """``ed25519:<base64>``: how a public key is written in a node's config."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return PUBLIC_PREFIX + base64.b64encode(raw).decode()
+    return PUBLIC_PREFIX + base64.b64encode(public.public_bytes_raw()).decode()
 
 
 def parse_public(text: str) -> Ed25519PublicKey:
     """Read ``ed25519:<base64 of 32 bytes>``; ValueError says what is wrong."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(parse_public_raw(text))
+
+
+def parse_public_raw(text: str) -> bytes:
+    """:func:`parse_public` without ``cryptography``: the key's 32 raw bytes (what a node keeps)."""
     text = text.strip()
     if not text.startswith(PUBLIC_PREFIX):
         raise ValueError(f"a public key starts with {PUBLIC_PREFIX!r}")
@@ -56,7 +66,7 @@ def parse_public(text: str) -> Ed25519PublicKey:
         raise ValueError(f"a public key is base64 after {PUBLIC_PREFIX!r}: {exc}") from exc
     if len(raw) != 32:
         raise ValueError(f"an Ed25519 public key has 32 bytes, not {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return raw
 
 
 def signed_bytes(node: str, assignment: Assignment) -> bytes:
@@ -71,10 +81,15 @@ class OwnerKey:
 
     @classmethod
     def generate(cls) -> OwnerKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
     def load(cls, path: str | Path) -> OwnerKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         path = Path(path)
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -88,6 +103,8 @@ class OwnerKey:
 
     def save(self, path: str | Path) -> Path:
         """Write the key (0600, refusing to overwrite) and its public half beside it (``.pub``)."""
+        from cryptography.hazmat.primitives import serialization
+
         path = Path(path)
         pem = self.private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -116,8 +133,9 @@ class OwnerKey:
 class Trust:
     """The keys a node trusts, and whether it runs unsigned work (a local test only)."""
 
-    def __init__(self, keys: list[Ed25519PublicKey], allow_unsigned: bool = False) -> None:
-        self.keys = {key_id(k): k for k in keys}
+    def __init__(self, keys: Sequence[Ed25519PublicKey | bytes], allow_unsigned: bool = False) -> None:
+        """``keys``: public keys, or their 32 raw bytes (:func:`parse_public_raw`; no cryptography yet)."""
+        self.keys: dict[str, Ed25519PublicKey | bytes] = {key_id(k): k for k in keys}
         self.allow_unsigned = allow_unsigned
 
     def describe(self) -> str:
@@ -142,6 +160,11 @@ class Trust:
             if self.allow_unsigned:
                 return  # it would run the same assignment unsigned
             raise Untrusted(f"refused: signed by key {sig.key}, which this node does not trust")
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        if isinstance(key, bytes):  # loaded now, at the first assignment signed with it
+            key = self.keys[sig.key] = Ed25519PublicKey.from_public_bytes(key)
         try:
             key.verify(sig.ed25519, signed_bytes(node, assignment))
         except InvalidSignature:

@@ -80,6 +80,11 @@ def results(swarm: str, node: str) -> str:
     return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/results/{check_id(node, 'node id')}"
 
 
+def upload_grant(swarm: str, node: str) -> str:
+    """The coordinator's requests for a node's upload chunks (``UploadGrant``; QoS 1, not retained)."""
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/grants/{check_id(node, 'node id')}"
+
+
 def upload_chunk(swarm: str, node: str, sha: str, index: int) -> str:
     base = f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/uploads/{check_id(node, 'node id')}"
     return f"{base}/{check_sha(sha)}/{_check_index(index)}"
@@ -102,6 +107,11 @@ def all_swarm_states() -> str:
 
 def my_assignments(node: str) -> str:
     return f"{ROOT}/swarms/+/assign/{check_id(node, 'node id')}"
+
+
+def my_grants(node: str) -> str:
+    """A node's one fixed subscription for upload grants, of every swarm."""
+    return f"{ROOT}/swarms/+/grants/{check_id(node, 'node id')}"
 
 
 def swarm_results(swarm: str) -> str:
@@ -129,6 +139,7 @@ class Kind(Enum):
     ASSIGNMENT = "assignment"
     RESULTS = "results"
     UPLOAD_CHUNK = "upload_chunk"
+    UPLOAD_GRANT = "upload_grant"
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,8 @@ def parse(topic: str) -> Topic:
             return Topic(Kind.ASSIGNMENT, swarm=check_id(swarm, "swarm id"), node=check_id(node))
         case ["swarms", swarm, "results", node]:
             return Topic(Kind.RESULTS, swarm=check_id(swarm, "swarm id"), node=check_id(node))
+        case ["swarms", swarm, "grants", node]:
+            return Topic(Kind.UPLOAD_GRANT, swarm=check_id(swarm, "swarm id"), node=check_id(node, "node id"))
         case ["swarms", swarm, "uploads", node, sha, index]:
             return Topic(
                 Kind.UPLOAD_CHUNK,

@@ -11,6 +11,8 @@ from .channel import Channel
 from .ops import ErrorKind, Op
 
 CHANNEL_ENV = "MANTA_CHANNEL_FD"
+#: The nonce that starts the line a task process prints at the end of each run (runtime/output.py).
+MARK_ENV = "MANTA_RUN_MARK"
 
 
 class TaskClient:
@@ -33,8 +35,13 @@ class TaskClient:
             raise KeyError(message) if reply.get("kind") == ErrorKind.KEY_ERROR.value else RuntimeError(message)
         return reply
 
+    def begin(self, context: Any) -> None:
+        """A new run starts with ``context`` (None: ask the host for it on first use)."""
+        self._context = dict(context) if isinstance(context, dict) else None
+
     @property
     def context(self) -> dict[str, Any]:
+        """This run's context: ``Task``, ``World`` and ``Local`` read it here, each run anew."""
         if self._context is None:
             self._context = self.request(Op.HELLO)["context"]
         return self._context

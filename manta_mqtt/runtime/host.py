@@ -111,7 +111,7 @@ def _handle(host: TaskHost, op: Op | None, request: dict[str, Any]) -> dict[str,
             host.schedule_next_iter(ids, _str(request, "alias"))
         case Op.STOP:
             host.stop_swarm()
-        case Op.DONE | Op.FAILED | None:  # a final op is no request; serve() never passes one here
+        case Op.DONE | Op.FAILED | Op.RUN | None:  # no request of a task (serve() never passes a final op)
             raise TaskHostError(f"unknown request {request.get('op')!r}")
     return {"ok": True}
 

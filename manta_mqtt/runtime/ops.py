@@ -12,7 +12,8 @@ from typing import Any
 
 
 class Op(str, Enum):
-    """What a frame from the task asks for (requests) or reports (``DONE``, ``FAILED``)."""
+    """What a frame from the task asks for (requests) or reports (``DONE``, ``FAILED``); ``RUN``
+    is the one frame the host sends unasked: run ``main()`` once more, with this context."""
 
     HELLO = "hello"
     GLOBAL_GET = "global_get"
@@ -25,6 +26,7 @@ class Op(str, Enum):
     STOP = "stop"
     DONE = "done"
     FAILED = "failed"
+    RUN = "run"  # host to task: {"op": "run", "run": N, "last": bool, "context": {...}}
 
     @classmethod
     def parse(cls, value: Any) -> Op | None:

@@ -22,6 +22,7 @@ from ..protocol.messages import (
     ResultEnvelope,
     SwarmControl,
     SwarmState,
+    UploadGrant,
 )
 from ..transport.mqtt import BrokerAddress
 from . import fleet
@@ -61,6 +62,10 @@ def describe(topic: str, payload: bytes) -> str:
         if kind is topics.Kind.BLOB_META:
             m = BlobMeta.parse(payload)
             return f"{topic} blob {m.info.size} bytes in {m.info.count} chunk(s)"
+        if kind is topics.Kind.UPLOAD_GRANT:
+            grant = UploadGrant.parse(payload)
+            last = grant.first + grant.count
+            return f"{topic} send chunks {grant.first + 1}-{last} of {grant.info.count} of blob {grant.sha[:12]}"
         if kind is not topics.Kind.BLOB_CHUNK and kind is not topics.Kind.UPLOAD_CHUNK:
             return f"{topic} ({len(payload)} bytes)"
         c = Chunk.parse(payload)

@@ -6,7 +6,8 @@
   at a time, so the broker never queues more than that many chunks toward a small device.
 - :class:`UploadReceiver` (coordinator): reassembles chunks uploaded by nodes, within budgets of
   bytes held (per node and in total) and of open uploads per node, and hands over only verified
-  blobs.
+  blobs. Chunks in order go to a temp file beside the store (hashed on the way), so memory holds
+  only chunks past a gap.
 
 Receivers allocate for the bytes that arrived, never for the size a chunk or meta declares.
 """
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..blobstore import BlobStore
+from ..blobstore import BlobSpool, BlobStore
 from ..ownership import Owner
 from ..protocol import topics
 from ..protocol.chunking import (
@@ -98,7 +99,8 @@ class BlobPublisher:
 
 
 def upload(link: MqttLink, swarm: str, node: str, data: bytes, chunk_size: int) -> BlobRef:
-    """Send ``data`` as QoS 1 chunks on the node's upload topics (bounded by the link window)."""
+    """Send ``data`` as QoS 1 chunks on the node's upload topics, unasked (bounded by the link
+    window only). Nodes wait for grants instead (``edge_node.uploads``); kept for tests and tools."""
     info, chunks = split(data, chunk_size_for(link, chunk_size))
     for index, piece in enumerate(chunks):
         link.publish(topics.upload_chunk(swarm, node, info.sha, index), Chunk(info, index, piece).to_bytes())
@@ -266,6 +268,10 @@ class UploadReceiver:
     Memory follows what arrived (nothing is allocated at a declared size), bounded by an
     :class:`AssemblerPool`: open uploads per node, bytes held per node, bytes held in total. A
     chunk past a budget is refused (``oversized``) and its upload discarded; other nodes go on.
+    Chunks in order are written to a :class:`BlobSpool` (a temp file in the store's ``.partial/``)
+    and renamed into the store once verified; only chunks past a gap wait in memory. The budgets
+    count both, so they bound memory and disk alike. Chunks nobody asked for (a node of an earlier
+    version pushes its uploads) are taken the same way, within the same budgets.
 
     Not thread-safe: one thread owns it (the coordinator's network thread, which receives the
     chunks and also sweeps); a call from another thread raises ``WrongThread``.
@@ -290,7 +296,9 @@ class UploadReceiver:
             max_open_per_sender=max_per_node,
             max_bytes_per_sender=max_bytes_per_node,
             max_bytes_total=max_bytes_total,
+            spool=lambda _info: store.spool(),
         )
+        store.clear_spools()  # a previous coordinator's, on the same store, died with it
         self._owner = Owner("an UploadReceiver")
 
     def receive(self, node: str, sha: str, index: int, payload: bytes) -> str | None:
@@ -307,16 +315,21 @@ class UploadReceiver:
         if sha in self.store:
             return None  # already have it (a duplicate delivery)
         try:
-            blob = self.pool.add(node, chunk.info, chunk.index, chunk.data, time.monotonic())
+            done = self.pool.feed(node, chunk.info, chunk.index, chunk.data, time.monotonic())
         except OverBudget as exc:
             self.on_reject("oversized", f"upload from {node}: {exc}")
             return None
         except ChunkError as exc:
             self.on_reject("bad_chunk", f"upload from {node}: {exc}")
             return None
-        if blob is None:
+        except OSError as exc:  # the disk: not the node's fault, so not counted against it
+            log.warning("upload %s from %s dropped: %s", sha[:12], node, exc)
             return None
-        self.store.put_verified(blob, sha)  # the assembler checked its sha256
+        if done is None:
+            return None
+        spool = done.spool
+        assert isinstance(spool, BlobSpool)
+        self.store.adopt(spool, sha)  # the assembler checked its sha256
         return sha
 
     def sweep(self) -> int:

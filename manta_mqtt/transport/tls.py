@@ -21,9 +21,10 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:  # imported where a certificate is read: a node without TLS never loads cryptography
+    from cryptography import x509
 
 __all__ = ["HandshakeWatch", "TlsFileError", "TlsFiles", "explain_closed", "explain_handshake"]
 
@@ -114,6 +115,8 @@ class TlsFiles:
         """``n1.crt (CN 'n1', issued by 'site CA', valid until 2027-01-01)``, for error messages."""
         if self.cert is None:
             return "(none)"
+        from cryptography import x509
+
         try:
             cert = x509.load_pem_x509_certificates(self.cert.read_bytes())[0]
         except (OSError, ValueError, IndexError):
@@ -126,6 +129,8 @@ class TlsFiles:
         """The CN of our certificate: the identity a broker with use_identity_as_username sees."""
         if self.cert is None:
             return None
+        from cryptography import x509
+
         return _common_name(x509.load_pem_x509_certificates(self.cert.read_bytes())[0].subject)
 
 
@@ -165,6 +170,8 @@ def _read(which: str, path: Path) -> tuple[int, bytes]:
 
 
 def _certificates(which: str, path: Path) -> list[x509.Certificate]:
+    from cryptography import x509
+
     _mode, data = _read(which, path)
     try:
         found = x509.load_pem_x509_certificates(data)
@@ -185,6 +192,8 @@ def _check_dates(which: str, path: Path, cert: x509.Certificate, now: datetime.d
 
 
 def _common_name(name: x509.Name) -> str | None:
+    from cryptography.x509.oid import NameOID
+
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else None
 

@@ -15,6 +15,7 @@ from manta_mqtt.protocol.messages import (
     ResultEnvelope,
     SwarmControl,
     SwarmState,
+    UploadGrant,
 )
 from manta_mqtt.tools.watch import describe
 
@@ -36,6 +37,10 @@ SAMPLES = {
     ),
     topics.Kind.RESULTS: (topics.results("sw", "n1"), ResultEnvelope("sw", 0, "w", "n1", 0, "ok").to_bytes()),
     topics.Kind.UPLOAD_CHUNK: (topics.upload_chunk("sw", "n1", SHA, 0), Chunk(INFO, 0, b"\0" * 1024).to_bytes()),
+    topics.Kind.UPLOAD_GRANT: (
+        topics.upload_grant("sw", "n1"),
+        UploadGrant("sw", "n1", SHA, 2048, 1024, 0, 2).to_bytes(),
+    ),
 }
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import psutil
 import pytest
 
@@ -34,6 +35,10 @@ from manta_mqtt.transport.blobs import BlobFetcher, UploadReceiver
 from manta_mqtt.transport.mqtt import BrokerAddress
 
 Rejected = list[tuple[str, str]]
+
+# The codec imports numpy at its first array; import it here, so that a measurement counts what a
+# decode keeps, not numpy's one-time import (a few MiB, once per process).
+codec.decode(codec.encode(np.zeros(1)))
 
 
 def receiver(tmp_path: Path, rejected: Rejected, **budgets: int) -> UploadReceiver:

@@ -145,8 +145,8 @@ class Engine:
         step = self.nodes.step
         if step is None:
             return None
-        stale_at = [self.run.seen[n] + self.run.stale_after(n) for n in step.round.missing if n in self.run.seen]
-        times = [t for t in [step.round.next_change(self._now), *stale_at] if t is not None and t > self._now]
+        stale_at = self.run.clock.next_due(self._now)  # any node's, asked or not: at worst an idle tick
+        times = [t for t in (step.round.next_change(self._now), stale_at) if t is not None and t > self._now]
         return min(times, default=None)
 
     def checkpoint(self) -> Checkpoint:
@@ -187,8 +187,10 @@ class Engine:
     def _gather(self, now: float) -> None:
         """Before the first step: wait for ``min_nodes`` eligible nodes; at the deadline fail,
         or start with fewer (``Timing.start_with_fewer``)."""
-        online = self.run.online()
         want, waited = self.timing.min_nodes, self.timing.wait_nodes
+        if len(self.run.fleet) < want and now < self._until:
+            return  # too few nodes heard of to be enough: no scan of the fleet per status while it gathers
+        online = self.run.online()
         task = min(self._roots(), key=lambda t: len(eligible_nodes(t, online)))  # the scarcest root
         eligible = eligible_nodes(task, online)
         have, why = len(eligible), self._not_eligible(task)
@@ -339,8 +341,7 @@ class Engine:
     def _on_status(self, status: NodeStatus, now: float) -> None:
         node = status.node
         before = self.run.fleet.get(node)
-        self.run.fleet[node] = status
-        self.run.seen[node] = now
+        self.run.heard(status, now)
         if (before is None or before.state == "offline") and status.state != "offline":
             self.run.emit(act.Log(f"node {node} online (datasets: {', '.join(status.datasets) or 'none'})"))
         if self.phase is Phase.GATHERING:

@@ -14,6 +14,7 @@ from .placement import eligible_nodes
 from .plan import Plan
 from .results import OK, EarlyResults, LateResults, take
 from .rounds import NodeOutcome, StepState, Verdict
+from .staleness import StaleClock
 from .step import NodeStep, Parked
 
 
@@ -28,6 +29,7 @@ class RunData:
     previous_nodes: dict[str, list[str]]
     fleet: dict[str, NodeStatus] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)  # node -> when its last status arrived
+    clock: StaleClock = field(default_factory=StaleClock)  # when each node goes stale, earliest first
     contributors: set[str] = field(default_factory=set)  # nodes with results taken this iteration
     quarantined: set[str] = field(default_factory=set)  # for the rest of the run
     now: float = 0.0  # the time of the event being handled
@@ -35,6 +37,13 @@ class RunData:
 
     def emit(self, action: act.Action) -> None:
         self.out.append(action)
+
+    def heard(self, status: NodeStatus, now: float) -> None:
+        """A status from its node: remember it, and when the node goes stale without another."""
+        node = status.node
+        self.fleet[node] = status
+        self.seen[node] = now
+        self.clock.touch(node, now + self.stale_after(node))
 
     def stale(self, node: str) -> bool:
         """No status from ``node`` for :meth:`stale_after` seconds: dead, or a retained status of a
@@ -84,6 +93,7 @@ class NodeSteps:
         self.run = run
         self._save = save  # the engine's checkpoint, taken once the step is open
         self.step: NodeStep | None = None
+        self._recheck: set[str] = set()  # nodes to look at for staleness at the next settle
         plan = run.plan
         self._early = EarlyResults(SenderBudget(per_sender=plan.result_bytes_per_node, total=plan.result_bytes_total))
         self._late = LateResults()
@@ -115,6 +125,7 @@ class NodeSteps:
             parked=parked or {},
             now=now,
         )
+        self._recheck = set(nodes)  # once per step; after that, the stale clock says who to look at
         run.emit(self._save())
         run.emit(act.StepStarted(run.iteration, task.name, list(nodes)))
         run.emit(step.progress())
@@ -130,7 +141,7 @@ class NodeSteps:
             return None
         for node in step.round.expire(now):
             self._node_failed(step, node, "no result before the step deadline")
-        for node in [n for n in step.round.missing if self.run.stale(n)]:
+        for node in self._gone_stale(step, now):
             if step.round.node_lost(node, now):
                 self._node_failed(step, node, f"no status from the node for {self.run.stale_after(node):.0f} s")
         state = step.round.state(now, wait_for_lost=step.waits_for_lost)
@@ -143,6 +154,13 @@ class NodeSteps:
             self.step = None
             return Failed(step.shortfall())
         return None
+
+    def _gone_stale(self, step: NodeStep, now: float) -> list[str]:
+        """The step's missing nodes that are stale, in the step's order: only those the stale clock
+        fired for (and, once per step, every node) are looked at, not all missing nodes per event."""
+        candidates = self.run.clock.fired(now) | self._recheck
+        self._recheck = set()
+        return [n for n in step.round.in_order(candidates) if step.round.is_missing(n) and self.run.stale(n)]
 
     def _retry(self, step: NodeStep, now: float) -> None:
         """Run the step again on every eligible online node without a success (attempt + 1)."""
@@ -170,7 +188,7 @@ class NodeSteps:
 
     def status_changed(self, before: NodeStatus | None, status: NodeStatus, now: float) -> None:
         step, node = self.step, status.node
-        if step is None or node not in step.round.nodes:
+        if step is None or not step.round.asked(node):
             return
         if status.state == "offline":
             if step.round.node_lost(node, now):
@@ -196,6 +214,9 @@ class NodeSteps:
         if verdict is not Verdict.ACCEPTED or step is None:
             return self._reject(verdict, node, e)
         if missing:
+            before = step.parked.get(node)
+            if before is not None and before.envelope == e:  # again while its uploads come: changes nothing
+                return self._reject(Verdict.DUPLICATE, node, e)
             step.parked[node] = Parked(e, missing)
         else:
             self._accept(step, e)

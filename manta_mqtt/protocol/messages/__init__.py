@@ -7,7 +7,8 @@ count it and drop it.
 
 By purpose: ``fields`` (version, error, field readers), ``status`` (JSON, retained), ``control``
 (JSON, an operator's request to a coordinator), ``log`` (JSON, a node's log record), ``blobs``
-(blob meta and chunks), ``work`` (assignments and result envelopes). Import from here.
+(blob meta and chunks), ``grants`` (the coordinator's requests for upload chunks), ``work``
+(assignments and result envelopes). Import from here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from .blobs import BlobMeta, Chunk
 from .control import ControlCommand, SwarmControl
 from .fields import VERSION, ProtocolError
+from .grants import UploadGrant
 from .log import LogLevel, NodeLog
 from .status import NodeState, NodeStatus, SwarmState
 from .work import Assignment, BlobRef, CodeRef, GlobalRefs, ResultEnvelope, RunStatus, Signature, Value
@@ -38,5 +40,6 @@ __all__ = [
     "Signature",
     "SwarmControl",
     "SwarmState",
+    "UploadGrant",
     "Value",
 ]
