@@ -163,24 +163,28 @@ ends after 2 iterations, so the whole is repeated (quick: 2 runs, full: 3) and t
 iterations pooled. "worker task s": each counted worker task's duration as its node reported it.
 """
 
+CODEC_NOTE = """`bench/bench_codec.py`, 100 MiB of float32 in four arrays. The codec decodes with msgspec, whose
+extension hook hands over a view into the received buffer: arrays are wrapped where they lie
+(read-only, zero-copy), so decoding time hardly grows with the model and its "GB/s" is the
+arrays' size over the time to check the headers and wrap them, not a bandwidth. A task that needs
+a writable array pays one copy when it makes one (numpy's own speed)."""
+
 OTHERS = """## Not in this run
 
 The other scripts in bench/ run alone and are not part of `make bench`: `bench_transfer.py`
 (chunked blob versus one raw publish, on Mosquitto and amqtt), `bench_tls.py`,
 `bench_signing.py`, `bench_top.py` and `bench_upload_bomb.py` (each takes `--help` and writes its
 JSON to bench/results/), and `wire_trace.py` (a trace of every message of a counter-swarm run, to
-diff two versions). Full mode (`make bench`: also 64 nodes and 100 MiB) has not been run yet; a
-measurement that fails there is meant to be recorded as failed (in latest.json and in the table
-above) while the others go on.
+diff two versions). In full mode (`make bench`) the 64-node 100 MiB round is not run: 64 real node
+processes would each hold the model a few times (the global, the model plus one, its encoding),
+~26 GB together, more than this 24 GiB machine has (bench/run_all.py says so in its table row).
 
-Seen outside this run (`.venv/bin/python bench/bench_round.py --nodes 16 --mib 100 --rounds 3`,
-alone, 2026-11-24): the nodes fetched the model and ran, then the round stalled; the broker logged
-"Outgoing messages are being dropped for client coordinator-..." (16 uploads of 100 MiB at once
-to one subscriber, past mosquitto-dev.conf's max_queued_bytes of 512 MiB). At the step's
-deadline, 11 minutes later, the first round went on with the 10 of 16 results that had arrived
-(the run was stopped there). The same round with 4
-nodes finished: floor 3.42 s, round 12.5 s (3.65 x), coordinator VmHWM 481 MiB (4.8 x the
-model)."""
+Before the coordinator pulled uploads (commit d079133 and earlier), the 16-node 100 MiB round
+stalled: all 16 nodes pushed their 100 MiB at once, the broker logged "Outgoing messages are being
+dropped for client coordinator-..." past mosquitto-dev.conf's max_queued_bytes of 512 MiB, and
+the step went on at its deadline, 11 minutes later, with 10 of 16 results. Now the coordinator
+grants chunks within a 32 MiB window (docs/protocol.md, *Flow control*) and the round completes:
+see the Rounds table."""
 
 
 def _fmt(value: Any) -> str:
@@ -311,7 +315,7 @@ def write_docs(result: dict[str, Any]) -> Path:
             listed = ", ".join(f"{comm} {_fmt(mib)}" for comm, mib in parts)
             lines.append(f"- {name}: the peak's processes (MiB RSS): {listed}")
     codec = details.get("codec_100MB", {})
-    lines += ["", "## Codec", "", "`bench/bench_codec.py`, 100 MiB of float32 in four arrays.", ""]
+    lines += ["", "## Codec", "", CODEC_NOTE, ""]
     if "result" in codec:
         lines += [
             "| case | bytes | encode GB/s | decode GB/s | encode / codec | decode / codec |",
