@@ -104,3 +104,26 @@ def test_many_large_uploads_in_order_cost_the_coordinator_little_memory(tmp_path
     assert sorted(s for s in done if s) == sorted(sha for sha, _ in uploads)
     assert all(hashlib.sha256(store.get(sha)).hexdigest() == sha for sha, _ in uploads)
     assert peak < 8 * MiB, f"{peak / MiB:.1f} MiB at peak for 64 MiB of uploads"
+
+
+def test_identical_uploads_of_several_nodes_free_every_copy_when_one_completes(tmp_path: Path) -> None:
+    """Nodes that computed the same bytes upload one blob: once it is stored, the other nodes'
+    partial copies are dropped, so nothing stays charged to the budgets (rounds of identical
+    results once exhausted the 2 GiB total and stalled a run)."""
+    store = BlobStore(tmp_path / "blobs")
+    receiver = UploadReceiver(store, max_bytes_total=3 * (4 * CS + OPEN_BLOB_COST))
+    data = os.urandom(4 * CS)
+    sha, payloads = chunk_payloads(data, CS)
+    for node in ("n1", "n2", "n3"):
+        for i in range(3):
+            receiver.receive(node, sha, i, payloads[i])
+    assert len(receiver.pool) == 3 and receiver.pool.held_total > 0
+    assert receiver.receive("n1", sha, 3, payloads[3]) == sha
+    assert len(receiver.pool) == 0 and receiver.pool.held_total == 0
+    assert partials(store) == []  # no spool file left behind either
+    assert receiver.receive("n2", sha, 3, payloads[3]) is None  # a late chunk of a stored blob
+    assert len(receiver.pool) == 0 and receiver.pool.held_total == 0
+    for _ in range(5):  # round after round, as a swarm whose nodes agree does
+        for node in ("n1", "n2", "n3"):
+            assert receiver.receive(node, sha, 0, payloads[0]) is None
+        assert receiver.pool.held_total == 0

@@ -284,6 +284,15 @@ class AssemblerPool:
             expired += 1
         return expired
 
+    def discard_blob(self, sha: str) -> int:
+        """Drop every sender's partial copy of blob ``sha`` (it is stored: identical results of
+        several nodes are one blob); returns how many. Without this their bytes stayed charged to
+        the budgets until the stall sweep, and a few rounds of identical uploads exhausted them."""
+        keys = [key for key in self._open if key[1] == sha]
+        for key in keys:
+            self.discard(key)
+        return len(keys)
+
     def discard(self, key: tuple[str, str], *, keep_spool: bool = False) -> None:
         partial = self._open.pop(key, None)
         if partial is None:

@@ -312,8 +312,9 @@ class UploadReceiver:
         if chunk.info.sha != sha or chunk.index != index:
             self.on_reject("malformed", f"upload from {node}: chunk does not match its topic")
             return None
-        if sha in self.store:
-            return None  # already have it (a duplicate delivery)
+        if sha in self.store:  # already have it (a duplicate delivery, or another node's same bytes)
+            self.pool.discard((node, sha))
+            return None
         try:
             done = self.pool.feed(node, chunk.info, chunk.index, chunk.data, time.monotonic())
         except OverBudget as exc:
@@ -330,6 +331,7 @@ class UploadReceiver:
         spool = done.spool
         assert isinstance(spool, BlobSpool)
         self.store.adopt(spool, sha)  # the assembler checked its sha256
+        self.pool.discard_blob(sha)  # other nodes' partial copies of the same bytes
         return sha
 
     def sweep(self) -> int:
