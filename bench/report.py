@@ -118,8 +118,8 @@ the time; a round is the gap between two aggregations (median over the run; star
 first fetch are not counted). The floor (`bench/bench_floor.py`, median of 3) on the same broker
 just before: the model published retained in 1 MiB QoS 1 messages (the broker's 8 MiB packet
 limit rules out one message) to N paho subscribers, each of which uploads the same bytes to one
-collector once it holds the whole model, with at most 256 MiB of uploads in flight (under the
-broker's 512 MiB queue limit; quick mode never reaches it). The floor's clients all live in one
+collector once it holds the whole model, with at most 64 MiB of uploads in flight (well under the
+broker's 512 MiB queue limit). The floor's clients all live in one
 process. The coordinator's peak: the largest summed VmRSS of the `manta-mqtt run` process and its
 descendants (the aggregator's process among them), sampled every 50 ms; the main process's own
 VmHWM beside it. Below the table: the processes of the tree at the sample of the peak.
