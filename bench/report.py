@@ -74,14 +74,20 @@ SCALE_KEYS: dict[str, tuple[str, str]] = {
         "-",
         "CPU ms per node and round of the `manta-mqtt run` process and its children (the aggregator "
         "processes, reaped or alive): utime + stime (+ cutime + cstime) from /proc/*/stat, sampled every 0.1 s, "
-        "between the first and last aggregation, over N x the rounds between them",
+        "between the first and last aggregation, over N x the rounds between them. Known flaw: a task "
+        "process that exits between two samples takes its CPU with it (the sum covers live processes), "
+        "so this can come out low or even negative (the 16-node rung of the 2026-11-24 full run); the "
+        "`coordinator_own_cpu_per_node_ms_*` keys (the main process alone) are the reliable ones",
     ),
+    "coordinator_own_cpu_per_node_ms_16n": ("-", "the `manta-mqtt run` process alone, CPU ms per node and round"),
+    "coordinator_own_cpu_per_node_ms_500n": ("-", "as above, 500 nodes"),
+    "coordinator_own_cpu_per_node_ms_1000n": ("-", "as above, 1000 nodes (full mode)"),
     "coordinator_cpu_per_node_ms_500n": ("-", "as above, 500 nodes"),
     "coordinator_cpu_per_node_ms_1000n": ("-", "as above, 1000 nodes (full mode)"),
     "coordinator_cpu_per_node_ratio": (
         "<= 1.5 (flat)",
         "the largest N's figure over 16 nodes'; below 1 when the per-round cost (an aggregator "
-        "process) dominates at 16",
+        "process) dominates at 16; meaningless when the 16-node figure is (see above)",
     ),
     "coordinator_marginal_cpu_per_node_ratio": (
         "<= 1.5 (flat)",
