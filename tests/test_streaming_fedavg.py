@@ -119,3 +119,19 @@ def test_mismatched_models_are_clear_errors(second: Any, message: str) -> None:
 def test_weight_key_without_model_key_is_refused() -> None:
     with pytest.raises(ValueError, match="weight_key=None"):
         fedavg({}, model_key=None)
+
+
+def test_result_divides_in_place_once_and_refuses_more_models() -> None:
+    """The mean is the running sum divided in place (no extra model in memory): asking twice gives
+    the same mean, and adding after it is an error rather than a silently wrong average."""
+    average = FedAvg()
+    average.add({"w": np.array([1.0, 3.0], np.float32)}, 1)
+    average.add({"w": np.array([3.0, 5.0], np.float32)}, 1)
+    first = average.result()
+    assert isinstance(first, dict)
+    np.testing.assert_array_equal(first["w"], [2.0, 4.0])
+    second = average.result()
+    assert isinstance(second, dict)
+    np.testing.assert_array_equal(second["w"], [2.0, 4.0])
+    with pytest.raises(FedAvgError, match="after result"):
+        average.add({"w": np.array([1.0, 1.0], np.float32)}, 1)

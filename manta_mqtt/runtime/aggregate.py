@@ -65,9 +65,12 @@ class FedAvg:
         self._as_dict = True
         self.total_weight = 0.0
         self.count = 0
+        self._divided = False  # result() divided the sums: they are the means now
 
     def add(self, model: Any, weight: Any = 1, *, node: str | None = None) -> None:
         """Add ``weight`` x ``model`` to the running sums; ``node`` only names it in errors."""
+        if self._divided:
+            raise FedAvgError("add() after result(): the sums are the means now; start a new FedAvg")
         who = f"node {node!r}" if node is not None else f"model #{self.count + 1}"
         w = _weight(weight, who)
         layers = _layers(model, who)
@@ -98,7 +101,11 @@ class FedAvg:
             raise FedAvgError("no model to average")
         if self.total_weight <= 0:
             raise FedAvgError(f"the weights of all {self.count} models sum to 0: nothing to average by")
-        means = [(key, total / self.total_weight) for key, total in self._sums]
+        if not self._divided:  # in place: a new array per layer would be one more model in memory
+            for _, total in self._sums:
+                total /= self.total_weight
+            self._divided = True
+        means = self._sums
         return {key: mean for key, mean in means} if self._as_dict else [mean for _, mean in means]
 
 
