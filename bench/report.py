@@ -304,7 +304,7 @@ def write_docs(result: dict[str, Any]) -> Path:
         if not name.startswith("round_"):
             continue
         if "failed" in entry:
-            lines.append(f"| {name} | | | failed: {entry['failed'].splitlines()[0][:200]} | | | | |")
+            lines.append(f"| {name} | | | {_failed(entry)} | | | | |")
             continue
         r = entry["result"]
         each = ", ".join(_fmt(g) for g in r["round_s_all"])
