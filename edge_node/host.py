@@ -11,7 +11,8 @@ from typing import Any
 
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.protocol.messages import Assignment
-from manta_mqtt.runtime.host import TaskHostError
+from manta_mqtt.runtime.channel import Payload
+from manta_mqtt.runtime.host import TaskHostError, Value
 
 
 class EdgeHost:
@@ -20,8 +21,8 @@ class EdgeHost:
         self.assignment = assignment
         self.cache = cache
         self.datasets = datasets
-        self.results: dict[str, bytes] = {}
-        self.global_writes: dict[str, bytes] = {}
+        self.results: dict[str, bytearray] = {}
+        self.global_writes: dict[str, bytearray] = {}
         self.schedule: list[tuple[str, list[str]]] = []
         self.stop = False
         self._lock = threading.Lock()
@@ -36,19 +37,21 @@ class EdgeHost:
             "datasets": self.datasets,
         }
 
-    def get_global(self, tag: str) -> bytes:
+    def get_global(self, tag: str) -> Value:
         with self._lock:
             if tag in self.global_writes:  # the task reads back what it wrote
                 return self.global_writes[tag]
-        return self.cache.get(self.assignment.global_refs[tag])
+        return self.cache.path(self.assignment.global_refs[tag])
 
-    def set_global(self, tag: str, value: bytes) -> None:
+    def set_global(self, tag: str, value: Payload) -> None:
+        data = value.read()
         with self._lock:
-            self.global_writes[tag] = value
+            self.global_writes[tag] = data
 
-    def add_result(self, tag: str, value: bytes) -> None:
+    def add_result(self, tag: str, value: Payload) -> None:
+        data = value.read()
         with self._lock:
-            self.results[tag] = value
+            self.results[tag] = data
 
     def select_results(self, tag: str) -> dict[str, bytes]:
         raise TaskHostError("results.select() is available to tasks placed on the coordinator, not on nodes")

@@ -195,7 +195,7 @@ class Worker:
         if not outcome.ok:
             log.warning("%s", outcome.error)
 
-    def _to_wire(self, values: dict[str, bytes], uploads: list[str]) -> dict[str, Value]:
+    def _to_wire(self, values: dict[str, bytearray], uploads: list[str]) -> dict[str, Value]:
         """Small values inline; large ones into the blob cache, to be uploaded as chunks."""
         out: dict[str, Value] = {}
         for tag, data in values.items():
@@ -204,7 +204,7 @@ class Worker:
                 uploads.append(sha)
                 out[tag] = BlobRef(sha, len(data))
             else:
-                out[tag] = data
+                out[tag] = bytes(data)
         return out
 
     def _publish_result(self, a: Assignment, host: EdgeHost, outcome: TaskOutcome) -> None:

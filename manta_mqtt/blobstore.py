@@ -12,8 +12,10 @@ a temp file in ``<root>/.partial/``, and renamed into place once verified (:meth
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from .protocol.chunking import DigestMismatch, sha256
@@ -115,6 +117,19 @@ class BlobStore:
         Only for bytes verified in this process; anything else goes through :meth:`put`."""
         self._write(self.path(sha), data)  # path() still refuses a malformed sha
         return sha
+
+    def put_stream(self, pieces: Iterable[bytes | memoryview]) -> str:
+        """Store bytes that arrive in pieces (a task's value, read from its channel), hashed on
+        the way: no buffer holds the whole."""
+        spool, digest = self.spool(), hashlib.sha256()
+        try:
+            for piece in pieces:
+                digest.update(piece)
+                spool.write(piece)
+        except BaseException:
+            spool.discard()
+            raise
+        return self.adopt(spool, digest.hexdigest())
 
     def spool(self) -> BlobSpool:
         """A temp file for a blob that arrives piece by piece; :meth:`adopt` it once verified."""

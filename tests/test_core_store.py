@@ -19,6 +19,8 @@ from manta_mqtt.protocol import codec
 from manta_mqtt.protocol.chunking import sha256
 from manta_mqtt.runtime.host import TaskHostError
 
+from .payloads import CannedPayload, value_bytes
+
 DESCRIPTION = {"name": "demo", "tasks": ["worker", "agg"]}
 
 
@@ -321,13 +323,13 @@ def test_host_reads_a_snapshot_and_collects_global_writes(store: RunStore) -> No
     refs = {"model": put(store, "v0")}
     first = host(store, refs, task="agg")
     second = host(store, refs, task="sched")
-    assert codec.decode(first.get_global("model")) == "v0"
-    first.set_global("model", codec.encode("v1"))
-    first.set_global("extra", b"raw")
-    assert codec.decode(first.get_global("model")) == "v1"
-    assert first.get_global("extra") == b"raw"
+    assert codec.decode(value_bytes(first.get_global("model"))) == "v0"
+    first.set_global("model", CannedPayload(codec.encode("v1")))
+    first.set_global("extra", CannedPayload(b"raw"))
+    assert codec.decode(value_bytes(first.get_global("model"))) == "v1"
+    assert value_bytes(first.get_global("extra")) == b"raw"
     assert refs == {"model": put(store, "v0")}
-    assert codec.decode(second.get_global("model")) == "v0"
+    assert codec.decode(value_bytes(second.get_global("model"))) == "v0"
     with pytest.raises(KeyError):
         second.get_global("extra")
     writes = first.writes()
@@ -340,7 +342,7 @@ def test_host_results_within_iteration(store: RunStore) -> None:
     recorded in the store only when the engine takes the task's writes."""
     store.add_result(2, "worker", "n1", "metrics", put(store, {"acc": 0.9}))
     agg = host(store, {}, iteration=2)
-    agg.add_result("metrics", codec.encode({"acc": 0.5}))
+    agg.add_result("metrics", CannedPayload(codec.encode({"acc": 0.5})))
     selected = agg.select_results("metrics")
     assert {node: codec.decode(v) for node, v in selected.items()} == {
         "n1": {"acc": 0.9},

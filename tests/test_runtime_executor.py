@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from manta_mqtt.protocol import codec
+from manta_mqtt.runtime.channel import Payload
 from manta_mqtt.runtime.executor import run_task
 from manta_mqtt.runtime.host import TaskHostError
 
@@ -34,11 +35,11 @@ class MemoryHost:
     def get_global(self, tag: str) -> bytes:
         return self.globals[tag]
 
-    def set_global(self, tag: str, value: bytes) -> None:
-        self.globals[tag] = value
+    def set_global(self, tag: str, value: Payload) -> None:
+        self.globals[tag] = bytes(value.read())
 
-    def add_result(self, tag: str, value: bytes) -> None:
-        self.results[tag] = value
+    def add_result(self, tag: str, value: Payload) -> None:
+        self.results[tag] = bytes(value.read())
 
     def select_results(self, tag: str) -> dict[str, bytes]:
         if tag == "forbidden":

@@ -7,18 +7,19 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from manta_mqtt.protocol import codec
-from manta_mqtt.runtime.channel import Channel
+from manta_mqtt.runtime.channel import Buffer, Channel, Frame
 from manta_mqtt.runtime.client import TaskClient
 from manta_mqtt.runtime.host import serve
 from manta_mqtt.runtime.ops import ErrorKind, Op
 from manta_mqtt.runtime.world import World
 
+from .payloads import CannedPayload
 from .test_runtime_executor import MemoryHost
 
 WIRE_OPS = [
@@ -53,16 +54,18 @@ def test_parse_accepts_every_wire_string() -> None:
 
 
 class RecordingChannel(Channel):
-    """Records what the task side sends; answers every request with a canned reply."""
+    """Records what the task side sends (message, payload); answers every request with a canned
+    reply and the value 1 as its payload."""
 
     def __init__(self) -> None:
-        self.sent: list[Any] = []
+        self.sent: list[tuple[Any, bytes]] = []
 
-    def send(self, message: Any) -> None:
-        self.sent.append(message)
+    def send(self, message: Any, payload: Sequence[Buffer] = ()) -> None:
+        self.sent.append((message, b"".join(payload)))
 
-    def recv(self) -> Any:
-        return {"ok": True, "context": {"iteration": 1}, "value": codec.encode(1), "values": {}, "nodes": ["n"]}
+    def recv(self) -> Frame:
+        reply = {"ok": True, "context": {"iteration": 1}, "values": {}, "nodes": ["n"]}
+        return Frame(reply, CannedPayload(codec.encode(1)))
 
 
 def test_task_side_frames_are_unchanged() -> None:
@@ -80,19 +83,19 @@ def test_task_side_frames_are_unchanged() -> None:
     client.finish(Op.FAILED, traceback="tb")
     client.finish(Op.DONE)
     expected = [
-        {"op": "hello"},
-        {"op": "global_get", "tag": "g"},
-        {"op": "global_set", "tag": "g", "value": codec.encode(2)},
-        {"op": "result_add", "tag": "r", "value": codec.encode(3)},
-        {"op": "result_nodes", "tag": "r"},  # select() reads one node per request
-        {"op": "result_get", "tag": "r", "node": "n"},
-        {"op": "schedule", "node_ids": ["a"], "alias": "worker"},
-        {"op": "stop"},
-        {"op": "failed", "traceback": "tb"},
-        {"op": "done"},
+        ({"op": "hello"}, b""),
+        ({"op": "global_get", "tag": "g"}, b""),
+        ({"op": "global_set", "tag": "g"}, codec.encode(2)),  # the value is the frame's payload
+        ({"op": "result_add", "tag": "r"}, codec.encode(3)),
+        ({"op": "result_nodes", "tag": "r"}, b""),  # select() reads one node per request
+        ({"op": "result_get", "tag": "r", "node": "n"}, b""),
+        ({"op": "schedule", "node_ids": ["a"], "alias": "worker"}, b""),
+        ({"op": "stop"}, b""),
+        ({"op": "failed", "traceback": "tb"}, b""),
+        ({"op": "done"}, b""),
     ]
-    assert [codec.encode(message) for message in channel.sent] == [codec.encode(message) for message in expected]
-    assert all(type(message["op"]) is str for message in channel.sent)
+    assert [(codec.encode(m), p) for m, p in channel.sent] == [(codec.encode(m), p) for m, p in expected]
+    assert all(type(message["op"]) is str for message, _ in channel.sent)
 
 
 class BuggyHost(MemoryHost):
@@ -116,28 +119,45 @@ def served() -> Iterator[Served]:
     host_end.close()
 
 
-def _exchange(sock: socket.socket, request: Any) -> bytes:
-    """Send one frame, return the raw bytes of the reply frame (its header stripped)."""
+def _exchange(sock: socket.socket, request: Any, payload: bytes = b"") -> tuple[bytes, bytes]:
+    """Send one frame; the raw bytes of the reply's message and of its payload."""
     data = codec.encode(request)
-    sock.sendall(struct.pack(">I", len(data)) + data)
-    (size,) = struct.unpack(">I", sock.recv(4, socket.MSG_WAITALL))
-    return sock.recv(size, socket.MSG_WAITALL)
+    sock.sendall(struct.pack(">II", len(data), len(payload)) + data + payload)
+    size, payload_size = struct.unpack(">II", sock.recv(8, socket.MSG_WAITALL))
+    return sock.recv(size, socket.MSG_WAITALL), sock.recv(payload_size, socket.MSG_WAITALL) if payload_size else b""
+
+
+NO_VALUE = {"ok": False, "error": "the value must come as the frame's payload", "kind": "RuntimeError"}
+
+
+@pytest.mark.parametrize(
+    ("request_", "payload", "reply", "value"),
+    [
+        ({"op": "global_get", "tag": "x"}, b"", {"ok": True}, codec.encode(41)),
+        ({"op": "global_set", "tag": "x"}, b"v", {"ok": True}, b""),
+        ({"op": "global_set", "tag": "x", "value": b"v"}, b"", NO_VALUE, b""),  # the old frame: refused
+        ({"op": "result_add", "tag": "x"}, b"", NO_VALUE, b""),
+        ({"op": "result_get", "tag": "m", "node": "peer"}, b"", {"ok": True}, codec.encode({"acc": 0.5})),
+        ({"op": "hello"}, b"ignored", {"ok": True, "context": MemoryHost().context()}, b""),
+    ],
+)
+def test_values_travel_as_payloads(
+    served: Served, request_: Any, payload: bytes, reply: dict[str, Any], value: bytes
+) -> None:
+    """A value crosses beside the message, both ways; a payload where none is wanted is skipped."""
+    sock, thread, _ = served
+    assert _exchange(sock, request_, payload) == (codec.encode(reply), value)
+    assert codec.decode(_exchange(sock, {"op": "hello"})[0])["ok"] is True
+    assert thread.is_alive()
 
 
 @pytest.mark.parametrize(
     ("request_", "reply"),
     [
         ({"op": "hello"}, {"ok": True, "context": MemoryHost().context()}),
-        ({"op": "global_get", "tag": "x"}, {"ok": True, "value": codec.encode(41)}),
         ({"op": "global_get", "tag": "nope"}, {"ok": False, "error": "unknown global 'nope'", "kind": "KeyError"}),
-        ({"op": "global_set", "tag": "x", "value": b"v"}, {"ok": True}),
-        (
-            {"op": "global_set", "tag": "x", "value": "v"},
-            {"ok": False, "error": "'value' must be bytes", "kind": "RuntimeError"},
-        ),
         ({"op": "result_select", "tag": "m"}, {"ok": True, "values": {"peer": codec.encode({"acc": 0.5})}}),
         ({"op": "result_nodes", "tag": "m"}, {"ok": True, "nodes": ["peer"]}),
-        ({"op": "result_get", "tag": "m", "node": "peer"}, {"ok": True, "value": codec.encode({"acc": 0.5})}),
         (
             {"op": "result_get", "tag": "m", "node": "ghost"},
             {"ok": False, "error": "no result 'm' from node 'ghost'", "kind": "KeyError"},
@@ -155,8 +175,8 @@ def _exchange(sock: socket.socket, request: Any) -> bytes:
 def test_replies_on_the_wire(served: Served, request_: Any, reply: dict[str, Any]) -> None:
     """Each reply is byte for byte the one hosts have always sent; a bad request never ends serve()."""
     sock, thread, _ = served
-    assert _exchange(sock, request_) == codec.encode(reply)
-    assert codec.decode(_exchange(sock, {"op": "hello"}))["ok"] is True
+    assert _exchange(sock, request_) == (codec.encode(reply), b"")
+    assert codec.decode(_exchange(sock, {"op": "hello"})[0])["ok"] is True
     assert thread.is_alive()
 
 
@@ -165,7 +185,7 @@ def test_final_frame_ends_serve(served: Served, final: dict[str, Any]) -> None:
     """The final frame gets no reply: serve() returns it as it came."""
     sock, thread, returned = served
     data = codec.encode(final)
-    sock.sendall(struct.pack(">I", len(data)) + data)
+    sock.sendall(struct.pack(">II", len(data), 0) + data)
     thread.join(5)
     assert returned == [final]
 
@@ -174,9 +194,9 @@ def test_client_raises_the_kind_it_is_told() -> None:
     """A KeyError reply raises KeyError in the task; every other refusal raises RuntimeError."""
 
     class Replying(RecordingChannel):
-        def recv(self) -> Any:
-            tag = self.sent[-1]["tag"]
-            return {"ok": False, "error": f"no {tag}", "kind": tag}
+        def recv(self) -> Frame:
+            tag = self.sent[-1][0]["tag"]
+            return Frame({"ok": False, "error": f"no {tag}", "kind": tag}, CannedPayload(b""))
 
     client = TaskClient(Replying())
     with pytest.raises(KeyError, match="no KeyError"):

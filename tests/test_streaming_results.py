@@ -23,6 +23,7 @@ from manta_mqtt.coordinator.store import RunStore
 from manta_mqtt.protocol import codec
 from manta_mqtt.runtime.executor import TaskOutcome, run_task
 
+from .payloads import CannedPayload, value_bytes
 from .test_runtime_executor import bundle
 
 MiB = 1 << 20
@@ -168,7 +169,7 @@ def test_host_reads_one_node_and_honours_quarantine(big_store: RunStore) -> None
     with pytest.raises(KeyError):
         host.get_result("metrics", "n2")
     probe = CoordinatorHost(big_store, "big", ITERATION, "agg", {}, only=frozenset({"n3"}))
-    probe.add_result("metrics", codec.encode({"n": 0}))
+    probe.add_result("metrics", CannedPayload(codec.encode({"n": 0})))
     assert probe.result_nodes("metrics") == [COORDINATOR_NODE, "n3"]
-    assert codec.decode(probe.get_result("metrics", COORDINATOR_NODE)) == {"n": 0}
+    assert codec.decode(value_bytes(probe.get_result("metrics", COORDINATOR_NODE))) == {"n": 0}
     assert set(probe.select_results("metrics")) == set(probe.result_nodes("metrics"))

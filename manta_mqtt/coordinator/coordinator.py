@@ -176,7 +176,7 @@ class Coordinator:
         for alias, task in self.graph.tasks.items():
             code[alias] = CodeRef(store.put_value(task.module.bundle()), task.module.entry)
         if checkpoint is None:
-            refs = {tag: store.put_value(codec.encode(value)) for tag, value in self.swarm.globals.items()}
+            refs = {tag: store.blobs.put_stream(codec.encode_parts(value)) for tag, value in self.swarm.globals.items()}
             store.set_meta("initial_globals", refs)
             checkpoint = eng.Checkpoint(iteration=0, starts=self.graph.roots(), global_refs=refs)
         opts = self.options
@@ -239,7 +239,7 @@ class Coordinator:
         assert store is not None and link is not None and publisher is not None and assignments is not None
         match action:
             case act.PublishBlob(sha=sha) if sha not in publisher.published:
-                publisher.publish(store.blobs.get(sha))
+                publisher.publish_file(store.blobs.path(sha), sha)
             case act.ClearBlobs(keep=keep):
                 publisher.clear_all_except(set(keep))
             case act.Assign(node=node, assignment=assignment):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..protocol.messages import GlobalRefs
+from ..runtime.channel import Payload
 from ..runtime.host import TaskHostError
 from .engine import COORDINATOR_NODE, TaskWrites
 from .store import RunStore
@@ -57,15 +59,15 @@ class CoordinatorHost:
             "datasets": {},
         }
 
-    def get_global(self, tag: str) -> bytes:
+    def get_global(self, tag: str) -> Path:
         sha = self._global_writes.get(tag) or self._refs[tag]  # the task reads back what it wrote
-        return self.store.blobs.get(sha)
+        return self.store.blobs.path(sha)
 
-    def set_global(self, tag: str, value: bytes) -> None:
-        self._global_writes[tag] = self.store.put_value(value)
+    def set_global(self, tag: str, value: Payload) -> None:
+        self._global_writes[tag] = self.store.blobs.put_stream(value.chunks())
 
-    def add_result(self, tag: str, value: bytes) -> None:
-        self._results[tag] = self.store.put_value(value)
+    def add_result(self, tag: str, value: Payload) -> None:
+        self._results[tag] = self.store.blobs.put_stream(value.chunks())
 
     def _result_shas(self, tag: str) -> dict[str, str]:
         """``{node: sha}`` of the results the task may see: the shas only, no value is read."""
@@ -81,14 +83,14 @@ class CoordinatorHost:
     def result_nodes(self, tag: str) -> list[str]:
         return sorted(self._result_shas(tag))
 
-    def get_result(self, tag: str, node: str) -> bytes:
+    def get_result(self, tag: str, node: str) -> Path:
         """One node's encoded value, read from disk only now (KeyError if it has none): one row
         looked up, not every node's (an aggregator asks once per node)."""
         if node in self.exclude or (self.only is not None and node not in self.only and node != COORDINATOR_NODE):
             raise KeyError(node)
         if node == COORDINATOR_NODE and tag in self._results:  # its own, recorded when it ends
-            return self.store.blobs.get(self._results[tag])
-        return self.store.blobs.get(self.store.result_sha(self.iteration, tag, node))
+            return self.store.blobs.path(self._results[tag])
+        return self.store.blobs.path(self.store.result_sha(self.iteration, tag, node))
 
     def select_results(self, tag: str) -> dict[str, bytes]:
         return {node: self.store.blobs.get(sha) for node, sha in self._result_shas(tag).items()}

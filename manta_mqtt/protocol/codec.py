@@ -52,7 +52,9 @@ def _numpy() -> Any:
     return numpy
 
 
-def _pack_array(array: np.ndarray) -> msgpack.ExtType:
+def _array_parts(array: np.ndarray) -> tuple[bytes, memoryview | bytes]:
+    """The extension's header and a byte view of the array's data (no copy unless the array was
+    not contiguous)."""
     numpy = _numpy()
     dtype = array.dtype
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
@@ -61,9 +63,12 @@ def _pack_array(array: np.ndarray) -> msgpack.ExtType:
         raise CodecError(f"arrays of more than {MAX_ARRAY_DIMENSIONS} dimensions are not supported")
     descr = dtype.str.encode("ascii")
     header = struct.pack(f"<B{len(descr)}sB{array.ndim}Q", len(descr), descr, array.ndim, *array.shape)
-    # a byte view of the data (no copy unless the array was not contiguous); join copies once
     raw = numpy.ascontiguousarray(array).reshape(-1).view(numpy.uint8).data if array.nbytes else b""
-    return msgpack.ExtType(NDARRAY_EXT, b"".join((header, raw)))
+    return header, raw
+
+
+def _pack_array(array: np.ndarray) -> msgpack.ExtType:
+    return msgpack.ExtType(NDARRAY_EXT, b"".join(_array_parts(array)))  # join copies once
 
 
 def _unpack_array(data: memoryview) -> np.ndarray:
@@ -156,6 +161,60 @@ def encode(value: Any) -> bytes:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"cannot encode: {exc}") from exc
+
+
+#: Arrays at least this large are sent by :func:`encode_parts` as views of their own memory.
+_VIEW_BYTES = 64 * 1024
+#: How deep :func:`encode_parts` looks for large arrays; below, values are packed as by encode().
+_VIEW_DEPTH = 8
+
+
+def encode_parts(value: Any) -> list[bytes | memoryview]:
+    """The bytes of :func:`encode` as a list of pieces, large arrays as views of their memory.
+
+    Joined, the pieces are exactly ``encode(value)``; sent one after the other (a socket, a
+    file), a 100 MiB model costs no 100 MiB buffer. The pieces hold the arrays alive.
+    """
+    parts: list[bytes | memoryview] = []
+    packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=False)
+    try:
+        _pack_parts(value, 0, packer, parts)
+    except CodecError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode: {exc}") from exc
+    _flush(packer, parts)
+    return parts
+
+
+def _flush(packer: msgpack.Packer, parts: list[bytes | memoryview]) -> None:
+    if data := packer.bytes():
+        parts.append(data)
+    packer.reset()
+
+
+def _pack_parts(item: Any, depth: int, packer: msgpack.Packer, parts: list[bytes | memoryview]) -> None:
+    """Pack ``item`` into ``packer``, a large array as pieces of its own (a plain function, not a
+    closure: a recursive closure is a reference cycle, and it kept a model alive until the GC ran)."""
+    numpy = sys.modules.get("numpy")
+    kind = type(item)
+    if depth < _VIEW_DEPTH and kind is dict:
+        packer.pack_map_header(len(item))
+        for key, child in item.items():
+            packer.pack(key)
+            _pack_parts(child, depth + 1, packer, parts)
+    elif depth < _VIEW_DEPTH and (kind is list or kind is tuple):
+        packer.pack_array_header(len(item))
+        for child in item:
+            _pack_parts(child, depth + 1, packer, parts)
+    elif numpy is not None and kind is numpy.ndarray and item.nbytes >= _VIEW_BYTES:
+        header, raw = _array_parts(item)
+        _flush(packer, parts)
+        # ext 32 (its payload is over 64 KiB): c9, u32 length, i8 type; then header and data
+        parts.append(struct.pack(">BIb", 0xC9, len(header) + len(raw), NDARRAY_EXT) + header)
+        parts.append(raw)
+    else:
+        packer.pack(item)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Any:

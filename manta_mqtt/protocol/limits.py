@@ -165,8 +165,9 @@ MAX_LOG_TAIL_BYTES = 4 * KiB
 
 # --- task channel (local, between a host and its task process) --------------------------------
 
-#: Largest frame a host reads from its task process. Enforced by ``Channel.recv``; a larger frame
-#: ends the host's service of that task, which is then reported failed (at the latest when its
-#: timeout kills it). Frames are decoded by ``codec.decode``, so in effect ``MAX_MESSAGE_BYTES``
-#: bounds them first.
+#: Largest frame message a host reads from its task process. Enforced by ``Channel.recv``; a larger
+#: one ends the host's service of that task, which is then reported failed (at the latest when its
+#: timeout kills it). Messages are decoded by ``codec.decode``, so in effect ``MAX_MESSAGE_BYTES``
+#: bounds them first; a frame's payload (a value) is bounded by ``MAX_MESSAGE_BYTES`` as well, as
+#: no receiver could decode a larger value.
 MAX_TASK_FRAME_BYTES = 2 * GiB

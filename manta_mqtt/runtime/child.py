@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
 def _next_run(client: TaskClient) -> dict[str, Any] | None:
     """The next ``run`` frame, or None once the host has closed the channel."""
     try:
-        request = client.channel.recv()
+        request = client.channel.recv().message
     except (ChannelClosed, OSError):
         return None
     if not isinstance(request, dict) or Op.parse(request.get("op")) is not Op.RUN:

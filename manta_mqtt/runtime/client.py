@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from .channel import Channel
+from .channel import Buffer, Channel
 from .ops import ErrorKind, Op
 
 CHANNEL_ENV = "MANTA_CHANNEL_FD"
@@ -23,11 +24,15 @@ class TaskClient:
         self._lock = threading.Lock()
         self._context: dict[str, Any] | None = None
 
-    def request(self, op: Op, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait for its reply; a refusal raises the exception its kind names."""
+    def request(self, op: Op, payload: Sequence[Buffer] = (), **fields: Any) -> dict[str, Any]:
+        """Send one request (``payload``: an encoded value, in pieces) and wait for its reply; a
+        refusal raises the exception its kind names. A value the host sends back is the reply's
+        ``"value"`` (a bytearray)."""
         with self._lock:
-            self.channel.send({"op": op.value, **fields})
-            reply = self.channel.recv()
+            self.channel.send({"op": op.value, **fields}, payload)
+            reply, attached = self.channel.recv()
+            if isinstance(reply, dict) and attached.size:
+                reply["value"] = attached.read()
         if not isinstance(reply, dict):
             raise RuntimeError("malformed reply from the host")
         if not reply.get("ok"):

@@ -1,17 +1,19 @@
 """What a task can ask of the process that runs it, and the loop that answers it.
 
 The edge agent and the coordinator each implement :class:`TaskHost`; :func:`serve` turns the
-task's channel requests (:class:`~.ops.Op`) into calls on it. Values cross as encoded bytes: the host stores and
-forwards them without decoding user data.
+task's channel requests (:class:`~.ops.Op`) into calls on it. Values cross as encoded bytes, as
+the frames' payloads: the host stores and forwards them without decoding user data, and a host
+may stream a value to disk as it arrives (:class:`~.channel.Payload`) and send one from a file.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..protocol import codec
-from .channel import Channel, ChannelClosed
+from .channel import Channel, ChannelClosed, Payload
 from .ops import ErrorKind, Op, error_reply
 
 log = logging.getLogger("manta_mqtt.runtime")
@@ -21,16 +23,23 @@ class TaskHostError(Exception):
     """A request the host refuses; the message is shown to the task as an exception."""
 
 
+#: An encoded value a host sends a task: bytes, or the file that holds them (sent by sendfile).
+Value = bytes | bytearray | Path
+
+
 class TaskHost(Protocol):
+    """Values written by the task arrive as a :class:`Payload` still in the channel: the host
+    reads (or streams) it before it returns, and keeps no reference to it."""
+
     def context(self) -> dict[str, Any]:
         """``node``, ``swarm``, ``iteration``, ``task`` and ``datasets`` ({name: path})."""
         ...
 
-    def get_global(self, tag: str) -> bytes: ...
+    def get_global(self, tag: str) -> Value: ...
 
-    def set_global(self, tag: str, value: bytes) -> None: ...
+    def set_global(self, tag: str, value: Payload) -> None: ...
 
-    def add_result(self, tag: str, value: bytes) -> None: ...
+    def add_result(self, tag: str, value: Payload) -> None: ...
 
     def select_results(self, tag: str) -> dict[str, bytes]: ...
 
@@ -49,7 +58,7 @@ class ResultsByNode(Protocol):
         """The nodes that added ``tag``, sorted."""
         ...
 
-    def get_result(self, tag: str, node: str) -> bytes:
+    def get_result(self, tag: str, node: str) -> Value:
         """``node``'s encoded value for ``tag``; KeyError if it has none."""
         ...
 
@@ -60,7 +69,7 @@ def _result_nodes(host: TaskHost, tag: str) -> list[str]:
     return sorted(host.select_results(tag))
 
 
-def _get_result(host: TaskHost, tag: str, node: str) -> bytes:
+def _get_result(host: TaskHost, tag: str, node: str) -> Value:
     if isinstance(host, ResultsByNode):
         return host.get_result(tag, node)
     return host.select_results(tag)[node]
@@ -73,37 +82,41 @@ def _str(request: dict[str, Any], key: str) -> str:
     return value
 
 
-def _bytes(request: dict[str, Any], key: str) -> bytes:
-    value = request.get(key)
-    if not isinstance(value, bytes):
-        raise TaskHostError(f"{key!r} must be bytes")
-    return value
+def _value(payload: Payload) -> Payload:
+    if not payload.size:  # an encoded value is never empty
+        raise TaskHostError("the value must come as the frame's payload")
+    return payload
 
 
-def _handle(host: TaskHost, op: Op | None, request: dict[str, Any]) -> dict[str, Any]:
-    """The reply to one request; raises :class:`TaskHostError` for a request the host refuses."""
+Reply = tuple[dict[str, Any], Value | None]
+_OK: dict[str, Any] = {"ok": True}
+
+
+def _handle(host: TaskHost, op: Op | None, request: dict[str, Any], payload: Payload) -> Reply:
+    """The reply to one request and the value sent with it; raises :class:`TaskHostError` for a
+    request the host refuses."""
     match op:
         case Op.HELLO:
-            return {"ok": True, "context": host.context()}
+            return {"ok": True, "context": host.context()}, None
         case Op.GLOBAL_GET:
             try:
-                return {"ok": True, "value": host.get_global(_str(request, "tag"))}
+                return _OK, host.get_global(_str(request, "tag"))
             except KeyError as exc:
-                return error_reply(f"unknown global {exc.args[0]!r}", ErrorKind.KEY_ERROR)
+                return error_reply(f"unknown global {exc.args[0]!r}", ErrorKind.KEY_ERROR), None
         case Op.GLOBAL_SET:
-            host.set_global(_str(request, "tag"), _bytes(request, "value"))
+            host.set_global(_str(request, "tag"), _value(payload))
         case Op.RESULT_ADD:
-            host.add_result(_str(request, "tag"), _bytes(request, "value"))
+            host.add_result(_str(request, "tag"), _value(payload))
         case Op.RESULT_SELECT:
-            return {"ok": True, "values": host.select_results(_str(request, "tag"))}
+            return {"ok": True, "values": host.select_results(_str(request, "tag"))}, None
         case Op.RESULT_NODES:
-            return {"ok": True, "nodes": _result_nodes(host, _str(request, "tag"))}
+            return {"ok": True, "nodes": _result_nodes(host, _str(request, "tag"))}, None
         case Op.RESULT_GET:
             tag, node = _str(request, "tag"), _str(request, "node")
             try:
-                return {"ok": True, "value": _get_result(host, tag, node)}
+                return _OK, _get_result(host, tag, node)
             except KeyError:
-                return error_reply(f"no result {tag!r} from node {node!r}", ErrorKind.KEY_ERROR)
+                return error_reply(f"no result {tag!r} from node {node!r}", ErrorKind.KEY_ERROR), None
         case Op.SCHEDULE:
             ids = request.get("node_ids")
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -113,7 +126,7 @@ def _handle(host: TaskHost, op: Op | None, request: dict[str, Any]) -> dict[str,
             host.stop_swarm()
         case Op.DONE | Op.FAILED | Op.RUN | None:  # no request of a task (serve() never passes a final op)
             raise TaskHostError(f"unknown request {request.get('op')!r}")
-    return {"ok": True}
+    return _OK, None
 
 
 def serve(channel: Channel, host: TaskHost) -> dict[str, Any] | None:
@@ -124,7 +137,7 @@ def serve(channel: Channel, host: TaskHost) -> dict[str, Any] | None:
     """
     while True:
         try:
-            request = channel.recv()
+            request, payload = channel.recv()
         except (ChannelClosed, OSError):
             return None
         except codec.CodecError as exc:
@@ -136,14 +149,26 @@ def serve(channel: Channel, host: TaskHost) -> dict[str, Any] | None:
         op = Op.parse(request.get("op"))
         if op is not None and op.final:
             return request
+        value: Value | None = None
         try:
-            reply = _handle(host, op, request)
+            reply, value = _handle(host, op, request, payload)
         except TaskHostError as exc:
             reply = error_reply(str(exc))
         except Exception as exc:  # a host bug must not hang the task: report it
             log.exception("host failed on %s", request.get("op"))
             reply = error_reply(f"{type(exc).__name__}: {exc}")
         try:
-            channel.send(reply)
+            _send(channel, reply, value)
         except OSError:
             return None
+
+
+def _send(channel: Channel, reply: dict[str, Any], value: Value | None) -> None:
+    if not isinstance(value, Path):
+        channel.send(reply, () if value is None else (value,))
+        return
+    try:
+        channel.send_file(reply, value)  # opens the file before it sends anything
+    except FileNotFoundError:  # the value's file went between the lookup and the send
+        log.error("a value's file is gone: %s", value)
+        channel.send(error_reply(f"the value's file is gone ({value.name[:12]})"))

@@ -11,6 +11,13 @@ from .client import TaskClient, current
 from .ops import Op
 
 
+def _value(reply: dict[str, Any]) -> bytearray:
+    value = reply.get("value")
+    if not isinstance(value, bytearray):
+        raise RuntimeError("the host's reply carries no value")
+    return value
+
+
 class ResultMethod(IntEnum):
     UNSPECIFIED = 0
     LAST = 1
@@ -28,10 +35,10 @@ class Globals:
         self._client = client or current()
 
     def __getitem__(self, tag: str) -> Any:
-        return codec.decode(self._client.request(Op.GLOBAL_GET, tag=tag)["value"])
+        return codec.decode(_value(self._client.request(Op.GLOBAL_GET, tag=tag)))
 
     def __setitem__(self, tag: str, value: Any) -> None:
-        self._client.request(Op.GLOBAL_SET, tag=tag, value=codec.encode(value))
+        self._client.request(Op.GLOBAL_SET, codec.encode_parts(value), tag=tag)
 
     def get(self, tag: str) -> Any:
         return self[tag]
@@ -48,7 +55,7 @@ class Results:
 
     def add(self, tag: str, result: Any) -> None:
         """Record ``result`` under ``tag`` for this node and iteration (a later add replaces it)."""
-        self._client.request(Op.RESULT_ADD, tag=tag, value=codec.encode(result))
+        self._client.request(Op.RESULT_ADD, codec.encode_parts(result), tag=tag)
 
     def nodes(self, tag: str) -> list[str]:
         """The nodes (sorted by id) that added ``tag`` in the current iteration; no value is read."""
@@ -56,8 +63,7 @@ class Results:
 
     def get(self, tag: str, node: str) -> Any:
         """``node``'s value for ``tag`` in the current iteration; KeyError if it added none."""
-        raw = self._client.request(Op.RESULT_GET, tag=tag, node=node)["value"]
-        return codec.decode(raw)
+        return codec.decode(_value(self._client.request(Op.RESULT_GET, tag=tag, node=node)))
 
     def iter(self, tag: str, size: int = -1) -> Iterator[tuple[str, Any]]:
         """``(node_id, value)`` one node at a time, in node order: the lazy :meth:`select`.

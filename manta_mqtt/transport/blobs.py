@@ -15,10 +15,12 @@ Receivers allocate for the bytes that arrived, never for the size a chunk or met
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..blobstore import BlobSpool, BlobStore
 from ..ownership import Owner
@@ -69,11 +71,24 @@ class BlobPublisher:
         self.published: dict[str, BlobInfo] = {}
 
     def publish(self, data: bytes) -> str:
+        """Publish ``data`` (hashed here); its sha."""
         info, chunks = split(data, chunk_size_for(self.link, self.chunk_size))
-        if info.sha in self.published:
-            return info.sha
+        if info.sha not in self.published:
+            self._publish(info, chunks)
+        return info.sha
+
+    def publish_file(self, path: Path, sha: str) -> None:
+        """Publish a stored blob whose content the store verified hashes to ``sha``, read chunk by
+        chunk: memory holds the chunks the link's window has in flight, never the whole blob."""
+        if sha in self.published:
+            return
+        with path.open("rb") as file:
+            info = BlobInfo(sha, os.fstat(file.fileno()).st_size, chunk_size_for(self.link, self.chunk_size))
+            self._publish(info, (file.read(info.chunk_size) for _ in range(info.count)))
+
+    def _publish(self, info: BlobInfo, chunks: Iterable[bytes | memoryview]) -> None:
         if info.count == 1:
-            meta = BlobMeta(info, inline=bytes(data))
+            meta = BlobMeta(info, inline=bytes(next(iter(chunks), b"")))
         else:
             for index, piece in enumerate(chunks):
                 payload = Chunk(info, index, piece).to_bytes()
@@ -81,7 +96,6 @@ class BlobPublisher:
             meta = BlobMeta(info)
         self.link.publish(topics.blob_meta(self.swarm, info.sha), meta.to_bytes(), retain=True)
         self.published[info.sha] = info
-        return info.sha
 
     def clear(self, sha: str) -> None:
         """Delete a blob from the broker (empty retained payloads)."""
