@@ -10,19 +10,33 @@ import threading
 from typing import Any
 
 from manta_mqtt.blobstore import BlobStore
+from manta_mqtt.protocol.limits import DEFAULT_INLINE_LIMIT_BYTES
 from manta_mqtt.protocol.messages import Assignment
 from manta_mqtt.runtime.channel import Payload
 from manta_mqtt.runtime.host import TaskHostError, Value
 
 
 class EdgeHost:
-    def __init__(self, node_id: str, assignment: Assignment, cache: BlobStore, datasets: dict[str, str]) -> None:
+    """Threads: the task's serve thread calls every method; the worker reads what was collected
+    once the task has ended."""
+
+    def __init__(
+        self,
+        node_id: str,
+        assignment: Assignment,
+        cache: BlobStore,
+        datasets: dict[str, str],
+        inline_limit: int = DEFAULT_INLINE_LIMIT_BYTES,
+    ) -> None:
+        """Values over ``inline_limit`` bytes go to the blob cache as they arrive (to be uploaded),
+        so a 100 MiB model costs the agent no 100 MiB buffer."""
         self.node_id = node_id
         self.assignment = assignment
         self.cache = cache
         self.datasets = datasets
-        self.results: dict[str, bytearray] = {}
-        self.global_writes: dict[str, bytearray] = {}
+        self.inline_limit = inline_limit
+        self.results: dict[str, Value] = {}
+        self.global_writes: dict[str, Value] = {}
         self.schedule: list[tuple[str, list[str]]] = []
         self.stop = False
         self._lock = threading.Lock()
@@ -44,14 +58,20 @@ class EdgeHost:
         return self.cache.path(self.assignment.global_refs[tag])
 
     def set_global(self, tag: str, value: Payload) -> None:
-        data = value.read()
+        data = self._keep(value)
         with self._lock:
             self.global_writes[tag] = data
 
     def add_result(self, tag: str, value: Payload) -> None:
-        data = value.read()
+        data = self._keep(value)
         with self._lock:
             self.results[tag] = data
+
+    def _keep(self, value: Payload) -> Value:
+        """A small value as bytes; a large one streamed into the cache, as the path of its file."""
+        if value.size <= self.inline_limit:
+            return bytes(value.read())
+        return self.cache.path(self.cache.put_stream(value.chunks()))
 
     def select_results(self, tag: str) -> dict[str, bytes]:
         raise TaskHostError("results.select() is available to tasks placed on the coordinator, not on nodes")

@@ -18,6 +18,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from manta_mqtt.blobstore import BlobStore
@@ -28,6 +29,7 @@ from manta_mqtt.protocol.messages import Assignment, BlobRef, ResultEnvelope, Va
 from manta_mqtt.protocol.rejections import Rejections
 from manta_mqtt.protocol.signing import Untrusted
 from manta_mqtt.runtime.executor import TaskOutcome
+from manta_mqtt.runtime.host import Value as HostValue
 from manta_mqtt.runtime.pool import TaskProcesses
 from manta_mqtt.transport.blobs import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink
@@ -158,7 +160,8 @@ class Worker:
 
     def _execute(self, job: Job) -> None:
         a = job.assignment
-        host = EdgeHost(self.node_id, a, self.cache, {k: str(v) for k, v in self.config.datasets.items()})
+        datasets = {k: str(v) for k, v in self.config.datasets.items()}
+        host = EdgeHost(self.node_id, a, self.cache, datasets, self.config.inline_limit)
         try:  # before fetching anything: only code the swarm's owner signed for this node runs here
             self.config.trust.check(self.node_id, a)
         except Untrusted as exc:
@@ -195,14 +198,14 @@ class Worker:
         if not outcome.ok:
             log.warning("%s", outcome.error)
 
-    def _to_wire(self, values: dict[str, bytearray], uploads: list[str]) -> dict[str, Value]:
-        """Small values inline; large ones into the blob cache, to be uploaded as chunks."""
+    def _to_wire(self, values: dict[str, HostValue], uploads: list[str]) -> dict[str, Value]:
+        """Small values inline; large ones (in the blob cache already: the host put them there
+        as they arrived) by reference, to be uploaded as chunks."""
         out: dict[str, Value] = {}
         for tag, data in values.items():
-            if len(data) > self.config.inline_limit:
-                sha = self.cache.put(data)
-                uploads.append(sha)
-                out[tag] = BlobRef(sha, len(data))
+            if isinstance(data, Path):  # named by its sha in the cache
+                uploads.append(data.name)
+                out[tag] = BlobRef(data.name, data.stat().st_size)
             else:
                 out[tag] = bytes(data)
         return out

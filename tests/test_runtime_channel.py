@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge_node.host import EdgeHost
 from manta_mqtt.blobstore import PARTIAL_DIR, BlobStore
 from manta_mqtt.protocol import codec
+from manta_mqtt.protocol.messages import Assignment, CodeRef
 from manta_mqtt.runtime.channel import Channel
 
 MIB = 1 << 20
@@ -182,3 +184,27 @@ def test_a_stream_that_breaks_leaves_no_partial_file(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError):
         store.put_stream(pieces())
     assert list((tmp_path / "blobs" / PARTIAL_DIR).iterdir()) == []
+
+
+def test_the_edge_host_streams_a_large_value_into_its_cache(pair: tuple[Channel, Channel], tmp_path: Path) -> None:
+    """On a node, a result past the inline limit goes to the blob cache as it arrives (to be
+    uploaded from there); a small one stays bytes, to travel inside the envelope."""
+    left, right = pair
+    cache = BlobStore(tmp_path / "cache")
+    assignment = Assignment("sw", 0, "worker", 0, CodeRef("ab" * 32, "worker"), {}, [], 60.0)
+    host = EdgeHost("n1", assignment, cache, {}, inline_limit=1024)
+    big, small = os.urandom(24 * MIB), b"\x01" * 1024
+    sender = _in_thread(lambda: [left.send({}, [data]) for data in (big, small)])
+    tracemalloc.start()
+    try:
+        host.add_result("model", right.recv().payload)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    host.add_result("metrics", right.recv().payload)
+    sender.join(5)
+    stored = host.results["model"]
+    assert isinstance(stored, Path) and stored.read_bytes() == big
+    assert stored == cache.path(hashlib.sha256(big).hexdigest())
+    assert host.results["metrics"] == small
+    assert peak < 4 * MIB
