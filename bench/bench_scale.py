@@ -9,9 +9,15 @@ bench/swarms/noop_fedavg with a tiny model for ``rounds`` rounds. Measured:
   of each), so start-up and the first fetch of the code are not counted;
 - ``results_per_s``: results the coordinator recorded per second during a worker step (from
   the ``at`` column of the run store), median over iterations;
-- ``cpu_ms_per_node_iteration``: the coordinator's CPU (utime + stime of the process and of its
-  children, the aggregator processes, reaped or alive: /proc/*/stat, sampled every 0.1 s) between
-  the first and the last aggregation, divided by N x the rounds between them.
+- ``cpu_ms_per_node_iteration``: the coordinator's CPU with that of every process it started (the
+  aggregator's task process, kept warm between rounds, and its sentinel), live, exited or reaped,
+  between the first and the last aggregation, divided by N x the rounds between them. Sampled
+  every 0.1 s from /proc/*/stat by ``_common.TreeCpu``: utime + stime + cutime + cstime of each
+  process of the tree, read again when a child was reaped during the read (otherwise a task
+  process reaped between the read of the coordinator's cutime and its own is in neither: that
+  made this figure negative at 16 nodes, where the aggregator's exit, about 0.2 s of CPU, falls
+  next to the last aggregation), and never decreasing;
+- ``own_cpu_ms_per_node_iteration``: the same for the coordinator process alone (utime + stime).
 
 The summary gives ``max_nodes_one_round`` (the largest N whose run completed), the CPU per node
 at the smallest and largest N, and their ratio (flat is 1.0).
@@ -36,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import write
+from _common import TreeCpu, write
 
 from manta_mqtt.coordinator.store import RunStore
 from manta_mqtt.protocol.signing import OwnerKey
@@ -50,37 +56,8 @@ LADDER = [16, 100, 250, 500, 1000, 2000]
 QUICK_LADDER = [16, 100, 250, 500]
 PER_PROCESS = 250  # simulated nodes per process
 MODEL_BYTES = 1024  # a tiny model: the bench measures the coordinator, not the bytes
-TICKS = os.sysconf("SC_CLK_TCK")
 #: Every process runs this tree's code (the simulated nodes' folder is not on their path otherwise).
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def _stat(pid: int | str) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command (field 3 of proc(5) first), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def cpu_seconds(pid: int) -> tuple[float, float] | None:
-    """(utime + stime of ``pid``; that plus its children's: the waited-for ones' cutime + cstime and
-    the live descendants' own, such as a warm task process), in seconds; None once it is gone."""
-    fields = _stat(pid)
-    if fields is None:
-        return None
-    ticks = [int(f) for f in fields[11:15]]  # fields 14-17 of proc(5)
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (other := _stat(entry.name)) is not None:
-            parents.setdefault(int(other[1]), []).append(int(entry.name))
-    descendants, todo = 0, list(parents.get(pid, []))
-    while todo:
-        child = todo.pop()
-        todo += parents.get(child, [])
-        if (other := _stat(child)) is not None:
-            descendants += sum(int(f) for f in other[11:13])
-    return sum(ticks[:2]) / TICKS, (sum(ticks) + descendants) / TICKS
 
 
 def raise_open_files(needed: int) -> None:
@@ -129,13 +106,14 @@ def run_rung(nodes: int, rounds: int, timeout: float) -> dict[str, Any]:
         command += ["--mqtt-version", "5", "--min-nodes", str(nodes), "--wait", "300", "--runs-dir", str(tmp / "runs")]
         command += ["--signing-key", str(key), "--summary-json", str(summary)]
         env = {**ENV, "MANTA_BENCH_ROUNDS": str(rounds), "MANTA_BENCH_MODEL_BYTES": str(MODEL_BYTES)}
-        samples: list[tuple[float, float, float]] = []  # (unix time, its own CPU s, with its children's)
+        samples: list[tuple[float, float, float]] = []  # (unix time, its own CPU s, with its descendants')
         started = time.monotonic()
         with (tmp / "coordinator.log").open("ab") as log:
             coordinator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        tree = TreeCpu(coordinator.pid)
         try:
             while coordinator.poll() is None and time.monotonic() - started < timeout:
-                cpu = cpu_seconds(coordinator.pid)
+                cpu = tree.sample()
                 if cpu is not None:
                     samples.append((time.time(), *cpu))
                 time.sleep(0.1)
@@ -171,7 +149,8 @@ def run_rung(nodes: int, rounds: int, timeout: float) -> dict[str, Any]:
 
 
 def cpu_between(samples: list[tuple[float, float, float]], start: float, end: float) -> tuple[float, float]:
-    """(own, with children) CPU seconds used between two wall-clock times (the first samples at or past each)."""
+    """(own, with descendants) CPU seconds used between two wall-clock times (the first samples at or
+    past each; the last sample for a time past them all). Never negative: both series are monotonic."""
     first = next((s for s in samples if s[0] >= start), samples[-1])
     last = next((s for s in samples if s[0] >= end), samples[-1])
     return last[1] - first[1], last[2] - first[2]

@@ -72,12 +72,13 @@ SCALE_KEYS: dict[str, tuple[str, str]] = {
     ),
     "coordinator_cpu_per_node_ms_16n": (
         "-",
-        "CPU ms per node and round of the `manta-mqtt run` process and its children (the aggregator "
-        "processes, reaped or alive): utime + stime (+ cutime + cstime) from /proc/*/stat, sampled every 0.1 s, "
-        "between the first and last aggregation, over N x the rounds between them. Known flaw: a task "
-        "process that exits between two samples takes its CPU with it (the sum covers live processes), "
-        "so this can come out low or even negative (the 16-node rung of the 2026-11-24 full run); the "
-        "`coordinator_own_cpu_per_node_ms_*` keys (the main process alone) are the reliable ones",
+        "CPU ms per node and round of the `manta-mqtt run` process and every process it started (the "
+        "aggregator's task process and its sentinel; live, exited or reaped): utime + stime + cutime + cstime "
+        "of each from /proc/*/stat (bench/_common.py's `TreeCpu`), sampled every 0.1 s, between the first and "
+        "last aggregation, over N x the rounds between them. A read of /proc during which a child was reaped "
+        "is read again, an orphaned process is followed, and the sum never decreases (until the fix, a task "
+        "process reaped between the reads of the coordinator's cutime and of its own stat was in neither, "
+        "which made the 16-node rung of the 2026-11-24 full run negative)",
     ),
     "coordinator_own_cpu_per_node_ms_16n": ("-", "the `manta-mqtt run` process alone, CPU ms per node and round"),
     "coordinator_own_cpu_per_node_ms_500n": ("-", "as above, 500 nodes"),
@@ -87,7 +88,7 @@ SCALE_KEYS: dict[str, tuple[str, str]] = {
     "coordinator_cpu_per_node_ratio": (
         "<= 1.5 (flat)",
         "the largest N's figure over 16 nodes'; below 1 when the per-round cost (an aggregator "
-        "process) dominates at 16; meaningless when the 16-node figure is (see above)",
+        "process) dominates at 16",
     ),
     "coordinator_marginal_cpu_per_node_ratio": (
         "<= 1.5 (flat)",
@@ -281,7 +282,8 @@ but not verified, each blob fetched once per node from its retained `BlobMeta`, 
 `ResultEnvelope` with the model plus one inline) and one `manta-mqtt run` of
 bench/swarms/noop_fedavg with a 1 KiB model and signed assignments. Results/s: results recorded
 per second during a worker step (the run store's `at`). CPU: the coordinator process's own
-(utime + stime), and with its children's (the aggregator runs in a child process)."""
+(utime + stime), and with that of every process it started (the aggregator runs in a child
+process), exited ones included."""
 
 
 def write_docs(result: dict[str, Any]) -> Path:
