@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -49,6 +50,25 @@ def test_auto_version_speaks_5_to_mosquitto(mosquitto: BrokerUnderTest) -> None:
     assert client.protocol == "5"
     assert client.max_packet == 8388608  # from broker_config/mosquitto-dev.conf, via CONNACK
     client.stop()
+
+
+def test_links_turn_nagles_algorithm_off(broker: BrokerUnderTest) -> None:
+    """paho leaves Nagle on: a small packet (a SUBSCRIBE, a PUBACK, a grant) would wait for the ACK of
+    the one before it, up to the peer's delayed ACK (~40 ms on Linux)."""
+    client = link(broker, "nodelay")
+    sock = client._paho.socket()
+    assert sock is not None
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    client.stop()
+
+
+@pytest.mark.parametrize("name", ["mosquitto-dev.conf", "mosquitto-pi.conf"])
+def test_the_shipped_broker_configs_turn_nagles_algorithm_off(name: str) -> None:
+    """Mosquitto's default leaves Nagle on toward clients: a retained message right after its SUBACK
+    waited for the client's delayed ACK, ~40 ms on every blob fetch (the dev config runs the tests
+    and the benchmarks, the site config the fleet)."""
+    lines = (Path(__file__).resolve().parents[1] / "broker_config" / name).read_text().splitlines()
+    assert "set_tcp_nodelay true" in [line.strip() for line in lines]
 
 
 def test_auto_version_falls_back_to_311_on_amqtt(amqtt_broker: BrokerUnderTest) -> None:

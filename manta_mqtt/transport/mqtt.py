@@ -9,13 +9,16 @@ What it adds to paho, and why:
   drops silently past its per-client queue;
 - the broker's maximum packet size (MQTT 5 CONNACK), which paho ignores, for sizing chunks;
 - handlers that never take the network thread down: an exception is logged and counted;
+- TCP_NODELAY (paho leaves Nagle on): a small packet never waits ~40 ms for the last one's ACK;
 - TLS from the address's files (``BrokerAddress.tls_files``), and a refused handshake or
   certificate told in words (``failure``), on the first connection and on paho's reconnections.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -40,6 +43,12 @@ log = logging.getLogger("manta_mqtt.transport")
 
 
 VERSIONS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
+
+
+def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
+    """Nagle's algorithm off on each new connection's socket (TLS wraps a TCP socket too)."""
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttLink:
@@ -139,6 +148,7 @@ class MqttLink:
         client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(self.window)
         client.on_pre_connect = self._on_pre_connect
+        client.on_socket_open = _no_delay
         client.on_connect_fail = self._on_connect_fail
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
