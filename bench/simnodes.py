@@ -10,7 +10,9 @@ signature, but everything on the wire is the real thing, built and parsed by
   not have yet are fetched from their retained ``BlobMeta`` (inline) or chunks (a minimal
   BlobFetcher: every chunk topic at once, reassembled and sha256-checked by ``Assembler``);
 - the answer is a real ResultEnvelope with an inline value: for a global ``model`` (the no-op
-  FedAvg swarm) the model plus one, as bench/swarms/noop_fedavg/worker.py computes it.
+  FedAvg swarm) the model plus one, the same for every node (bench/swarms/noop_fedavg/worker.py
+  adds an offset of each node's own; here the model is 1 KiB and travels inline, and the
+  coordinator still records one result per node).
 
 One thread drives every connection through paho's external-loop API (``loop_read``,
 ``loop_misc``; paho writes at once when no loop thread runs), so a process holds hundreds of
