@@ -111,8 +111,10 @@ class EdgeAgent:
                 ]
                 if self.link.subscribe(filters, wait=10.0):
                     return True
+                refusal = self.link.refusal
                 self.link.stop()
-                problem, level = f"broker {self.config.broker} did not acknowledge our subscriptions", logging.WARNING
+                problem = refusal or f"broker {self.config.broker} did not acknowledge our subscriptions"
+                level = logging.WARNING
             else:
                 problem = connection_problem(self.config, self.link.failure)
                 needs_a_person = failure_kind(self.link.failure) in ("not authorised", "TLS")

@@ -129,9 +129,14 @@ class Coordinator:
             self._abandon(store)
             raise ConnectionError(link.failure_line)
         if not link.subscribe(filters, wait=10.0):
+            refusal = link.refusal
             link.stop()
             self._abandon(store)
-            raise ConnectionError(f"the broker at {self.broker} did not acknowledge our subscriptions (check its ACL)")
+            raise ConnectionError(
+                f"{refusal} at {self.broker}"
+                if refusal
+                else f"the broker at {self.broker} did not acknowledge our subscriptions (check its ACL)"
+            )
         self._publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
         grants = GrantScheduler(window=options.upload_window, chunk_size=chunk_size_for(link, options.chunk_size))
         self._pulls = UploadPuller(link, self.swarm_id, grants, options.max_upload, self._intake.expect)

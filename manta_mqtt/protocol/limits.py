@@ -63,6 +63,11 @@ DEFAULT_INLINE_LIMIT_BYTES = 256 * KiB
 #: (``MqttLink``): a further publish waits for an acknowledgement; nothing is dropped.
 PUBLISH_WINDOW = 16
 
+#: Subscribe requests a client remembers until their SUBACK (to name the filters of a refusal),
+#: and SUBACKs kept until a waiting caller takes them. Enforced by ``SubscriptionBook``; past it
+#: the oldest is forgotten (a refusal of it is then counted and logged without its filters).
+MAX_AWAITED_SUBACKS = 1000
+
 #: Chunk topics a node keeps subscribed at once for each blob it fetches. Enforced by the node's
 #: blob fetcher, so the broker queues at most this many chunks per blob toward a small device.
 FETCH_WINDOW = 8

@@ -159,6 +159,21 @@ class BlobFetcher:
         self._transfers: dict[str, _Transfer] = {}
         link.route(f"{topics.ROOT}/swarms/+/blobs/#", self._on_message)
         link.on_connect(self._resubscribe)
+        link.on_refused(self._on_refused)
+
+    def _on_refused(self, filters: list[str], reason: str) -> None:
+        """A transfer the broker will not let us subscribe for fails now, with the reason, instead
+        of at its timeout (NATS refuses past a session's subscription limit, an ACL anywhere)."""
+        with self._lock:
+            for topic in filters:
+                try:
+                    sha = topics.parse(topic).sha or ""
+                except topics.TopicError:
+                    continue
+                transfer = self._transfers.get(sha)
+                if transfer is not None and not transfer.done.is_set():
+                    transfer.error = f"the broker refused the subscription to {reason}"
+                    transfer.done.set()
 
     def _resubscribe(self) -> None:
         """After a reconnection (a broker restart, a link cut), ask again for what is missing:
@@ -266,7 +281,10 @@ class BlobFetcher:
     def _request_more(self, transfer: _Transfer) -> None:
         assert transfer.assembler is not None
         count = transfer.assembler.info.count
-        transfer.requested = {i for i in transfer.requested if i < count}
+        beyond = sorted(i for i in transfer.requested if i >= count)  # asked for before the count was known
+        if beyond:
+            self.link.unsubscribe([topics.blob_chunk(transfer.swarm, transfer.sha, i) for i in beyond])
+            transfer.requested -= set(beyond)
         new = []
         while len(transfer.requested) < self.window and transfer.next_index < count:
             transfer.requested.add(transfer.next_index)

@@ -9,6 +9,9 @@ What it adds to paho, and why:
   drops silently past its per-client queue;
 - the broker's maximum packet size (MQTT 5 CONNACK), which paho ignores, for sizing chunks;
 - handlers that never take the network thread down: an exception is logged and counted;
+- SUBACK reason codes read: a refused subscription is logged with its filter and reason,
+  counted, reported to ``on_refused`` hooks and fails ``subscribe(wait=...)`` (paho ignores them,
+  and a broker at its subscription limit, or an ACL, refuses with no other sign);
 - TCP_NODELAY (paho leaves Nagle on): a small packet never waits ~40 ms for the last one's ACK;
 - TLS from the address's files (``BrokerAddress.tls_files``), and a refused handshake or
   certificate told in words (``failure``), on the first connection and on paho's reconnections.
@@ -33,11 +36,13 @@ from paho.mqtt.properties import Properties
 from ..protocol.limits import PUBLISH_WINDOW
 from .address import BrokerAddress, Will
 from .failures import explain
+from .subscriptions import SubscriptionBook
 from .tls import HandshakeWatch, TlsFileError, TlsFiles, explain_closed, explain_handshake
 
 __all__ = ["VERSIONS", "BrokerAddress", "MqttLink", "TlsFiles", "Will"]
 
 Handler = Callable[[str, bytes, bool], None]  # topic, payload, retained
+Refused = Callable[[list[str], str], None]  # the filters the broker refused, and why
 
 log = logging.getLogger("manta_mqtt.transport")
 
@@ -80,12 +85,12 @@ class MqttLink:
         self.max_packet: int | None = None
         self.handler_errors = 0
         self._routes: list[tuple[str, Handler]] = []
-        self._subscriptions: dict[str, int] = {}
+        self._book = SubscriptionBook()  # under self._cond
         self._on_connect_hooks: list[Callable[[], None]] = []
         self._cond = threading.Condition()
         self._pending: set[int] = set()
         self._early: set[int] = set()
-        self._subacks: dict[int, None] = {}  # acknowledged subscribe mids, oldest first
+        self._refused_hooks: list[Refused] = []
         self._connack: tuple[bool, str] | None = None
         self._closing = False
         self._client: paho.Client | None = None
@@ -102,6 +107,10 @@ class MqttLink:
     def on_connect(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` on the network thread after every (re)connection."""
         self._on_connect_hooks.append(hook)
+
+    def on_refused(self, hook: Refused) -> None:
+        """Run ``hook(filters, reason)`` on the network thread when the broker refuses subscriptions."""
+        self._refused_hooks.append(hook)
 
     @property
     def failure_line(self) -> str:
@@ -231,8 +240,9 @@ class MqttLink:
             return
         if props is not None and hasattr(props, "MaximumPacketSize"):
             self.max_packet = int(props.MaximumPacketSize)
-        if not flags.session_present and self._subscriptions:
-            client.subscribe([(f, q) for f, q in self._subscriptions.items()])
+        held = list(self._book.filters.items())
+        if not flags.session_present and held:
+            self._send_subscribe(client, held)
         self.connected.set()
         for hook in self._on_connect_hooks:
             self._guard(hook)
@@ -287,34 +297,59 @@ class MqttLink:
 
         With ``wait``, block until the broker acknowledges (SUBACK), and return False if it
         does not within ``wait`` seconds: a connection that cannot subscribe is no connection.
+        A refused one (its SUBACK code) also returns False; ``refusal`` says which and why.
         """
         filters = [topic_filter] if isinstance(topic_filter, str) else topic_filter
-        for f in filters:
-            self._subscriptions[f] = qos
+        with self._cond:
+            self._book.hold(filters, qos)
         if self._client is None or not filters:
             return False
-        _rc, mid = self._client.subscribe([(f, qos) for f in filters])
+        mid = self._send_subscribe(self._client, [(f, qos) for f in filters])
         if wait is None or mid is None:
             return wait is None
         deadline = time.monotonic() + wait
         with self._cond:
-            while mid not in self._subacks and time.monotonic() < deadline:
+            while not self._book.has_answer(mid) and time.monotonic() < deadline:
                 self._cond.wait(0.05)
-            acked = mid in self._subacks
-            self._subacks.pop(mid, None)
-        return acked
+            return self._book.answer(mid) == ""
 
-    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+    def _send_subscribe(self, client: paho.Client, pairs: list[tuple[str, int]]) -> int | None:
+        with self._cond:  # paho may answer on the network thread before subscribe() returns here
+            _rc, mid = client.subscribe(pairs)
+            if mid is not None:
+                self._book.sent(mid, [f for f, _ in pairs])
+        return mid
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
         with self._cond:
-            self._subacks[mid] = None
-            if len(self._subacks) > 1000:  # nobody waited for the oldest: forget it, keep the newest
-                del self._subacks[next(iter(self._subacks))]
+            refused = self._book.answered(mid, codes)
+            refusal = self._book.refusal
             self._cond.notify_all()
+        if not refused:
+            return
+        log.error("%s at %s: a broker limit or its ACL", refusal, self.address)
+        for hook in self._refused_hooks:
+            self._guard(hook, refused, refusal)
+
+    @property
+    def refusal(self) -> str:
+        """The latest refused subscription, in words ("" if none was)."""
+        return self._book.refusal
+
+    @property
+    def subscriptions_refused(self) -> int:
+        return self._book.refused_count
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The filters this link holds (and restores after a reconnection without session)."""
+        with self._cond:
+            return list(self._book.filters)
 
     def unsubscribe(self, topic_filter: str | list[str]) -> None:
         filters = [topic_filter] if isinstance(topic_filter, str) else topic_filter
-        for f in filters:
-            self._subscriptions.pop(f, None)
+        with self._cond:
+            self._book.drop(filters)
         if self._client is not None and filters:
             self._client.unsubscribe(filters)
 

@@ -1,0 +1,102 @@
+"""Subscriptions on a real broker: a refused one is seen (SUBACK codes), and a fetch releases
+every subscription it made, so a persistent session never piles them up (NATS refuses past a
+limit, and every broker keeps them for as long as the session lives)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from manta_mqtt.blobstore import BlobStore
+from manta_mqtt.protocol.limits import MAX_AWAITED_SUBACKS
+from manta_mqtt.tools.nats import NatsServer, find_nats_server
+from manta_mqtt.transport.blobs import BlobFetcher, BlobPublisher
+from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
+from manta_mqtt.transport.subscriptions import SubscriptionBook
+
+from .conftest import BrokerUnderTest
+
+KIB = 1024
+
+
+def link(url: str, name: str, version: str) -> MqttLink:
+    client = MqttLink(name, BrokerAddress.parse(url), version=version, session_expiry=0)
+    assert client.start(), f"{name} could not connect"
+    return client
+
+
+@pytest.fixture
+def refusing(tmp_path: Path) -> Iterator[NatsServer]:
+    """A broker that refuses some subscriptions in its SUBACK: NATS refuses a topic holding a
+    ``.`` (its own level separator), as it refuses any past a session's subscription limit.
+    (Mosquitto's acl_file never refuses a subscription: it filters on delivery.)"""
+    if find_nats_server() is None:
+        pytest.skip("nats-server is not installed (apt-get install nats-server)")
+    with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+def test_a_refused_subscription_is_seen_with_its_filter(refusing: NatsServer) -> None:
+    client = link(refusing.url, "refused", "3.1.1")
+    seen: list[tuple[list[str], str]] = []
+    client.on_refused(lambda filters, reason: seen.append((filters, reason)))
+    assert client.subscribe(["allowed/x"], wait=10)
+    assert client.refusal == "" and client.subscriptions_refused == 0
+    assert not client.subscribe(["allowed/y", "denied.z/w"], wait=10)
+    assert "denied.z/w" in client.refusal and "allowed/y" not in client.refusal
+    assert client.subscriptions_refused == 1
+    assert [filters for filters, _ in seen] == [["denied.z/w"]]
+    client.stop()
+
+
+def test_a_fetch_the_broker_refuses_fails_at_once_with_the_reason(
+    refusing: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the SUBACK code, the fetch waited out its whole timeout and said "timed out"."""
+    node = link(refusing.url, "node", "3.1.1")
+    fetcher = BlobFetcher(node, BlobStore(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="manta_mqtt.blobs"):
+        assert fetcher.fetch("swarm.v1", ["ab" * 32], timeout=120) == ["ab" * 32]
+    assert "refused the subscription" in caplog.text and "timed out" not in caplog.text
+    node.stop()
+
+
+def test_a_fetch_leaves_no_subscription_behind(mosquitto: BrokerUnderTest, tmp_path: Path) -> None:
+    """A blob of fewer chunks than the fetch window: the chunk topics past its end, subscribed
+    before its size was known, are released too (they used to stay in the session)."""
+    coordinator = link(mosquitto.url, "coord", "5")
+    publisher = BlobPublisher(coordinator, "swarm-a", chunk_size=64 * KIB)
+    small = publisher.publish(os.urandom(3 * 64 * KIB - 5))  # 3 chunks
+    inline = publisher.publish(b"tiny")  # in its meta
+    node = link(mosquitto.url, "node", "5")
+    before = node.subscriptions
+    fetcher = BlobFetcher(node, BlobStore(tmp_path / "cache"), window=8)
+    assert fetcher.fetch("swarm-a", [small, inline], timeout=20) == []
+    assert node.subscriptions == before
+    coordinator.stop()
+    node.stop()
+
+
+class Code:
+    def __init__(self, failure: bool) -> None:
+        self.is_failure = failure
+
+    def __str__(self) -> str:
+        return "Unspecified error" if self.is_failure else "Granted QoS 1"
+
+
+def test_the_book_names_refused_filters_and_stays_bounded() -> None:
+    book = SubscriptionBook()
+    book.sent(1, ["a/+", "b.c/#"])
+    assert book.answer(1) is None  # no SUBACK yet
+    assert book.answered(1, [Code(False), Code(True)]) == ["b.c/#"]
+    assert book.refusal == "the broker refused the subscription to b.c/# (Unspecified error)"
+    assert book.answer(1) == "b.c/# (Unspecified error)" and book.answer(1) is None
+    for mid in range(2, 3 * MAX_AWAITED_SUBACKS):  # never answered, never waited for
+        book.sent(mid, ["x"])
+        book.answered(mid + 10**6, [Code(False)])  # a SUBACK for a request we do not know
+    assert len(book._sent) == MAX_AWAITED_SUBACKS and len(book._answers) == MAX_AWAITED_SUBACKS
