@@ -93,10 +93,27 @@ def test_the_book_names_refused_filters_and_stays_bounded() -> None:
     book = SubscriptionBook()
     book.sent(1, ["a/+", "b.c/#"])
     assert book.answer(1) is None  # no SUBACK yet
-    assert book.answered(1, [Code(False), Code(True)]) == ["b.c/#"]
+    assert book.answered(1, [Code(False), Code(True)]) == (["b.c/#"], "b.c/# (Unspecified error)")
     assert book.refusal == "the broker refused the subscription to b.c/# (Unspecified error)"
+    book.record(1, "b.c/# (Unspecified error)")
     assert book.answer(1) == "b.c/# (Unspecified error)" and book.answer(1) is None
     for mid in range(2, 3 * MAX_AWAITED_SUBACKS):  # never answered, never waited for
         book.sent(mid, ["x"])
-        book.answered(mid + 10**6, [Code(False)])  # a SUBACK for a request we do not know
+        book.record(mid + 10**6, "")  # the answer to a request nobody waits for
     assert len(book._sent) == MAX_AWAITED_SUBACKS and len(book._answers) == MAX_AWAITED_SUBACKS
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+@pytest.mark.parametrize("end_session", [True, False])
+def test_a_client_that_will_not_return_leaves_no_session(
+    mosquitto: BrokerUnderTest, version: str, end_session: bool
+) -> None:
+    """A finished run's coordinator ends its session; any other stop keeps it for the return."""
+    first = MqttLink("coordinator-run-1", BrokerAddress.parse(mosquitto.url), version=version)
+    assert first.start()
+    assert first.subscribe(["manta/v1/swarms/run-1/results/+"], wait=10)
+    first.stop(end_session=end_session)
+    again = MqttLink("coordinator-run-1", BrokerAddress.parse(mosquitto.url), version=version)
+    assert again.start()
+    assert again.session_present is not end_session
+    again.stop(end_session=True)

@@ -354,8 +354,8 @@ class Coordinator:
                     self._board.clear(link)
                 if self._publisher is not None:
                     self._publisher.clear_all_except(set())
-        finally:
-            link.stop()
+        finally:  # a run that ended leaves no session on the broker; an interrupted one keeps it to --resume
+            link.stop(end_session=state is not eng.RunState.INTERRUPTED)
             if kept:
                 store.close()
             else:

@@ -91,6 +91,7 @@ class MqttLink:
         self._pending: set[int] = set()
         self._early: set[int] = set()
         self._refused_hooks: list[Refused] = []
+        self.session_present = False  # the broker still had our session at the latest CONNACK
         self._connack: tuple[bool, str] | None = None
         self._closing = False
         self._client: paho.Client | None = None
@@ -241,6 +242,7 @@ class MqttLink:
         if props is not None and hasattr(props, "MaximumPacketSize"):
             self.max_packet = int(props.MaximumPacketSize)
         held = list(self._book.filters.items())
+        self.session_present = bool(flags.session_present)
         if not flags.session_present and held:
             self._send_subscribe(client, held)
         self.connected.set()
@@ -322,14 +324,14 @@ class MqttLink:
 
     def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
         with self._cond:
-            refused = self._book.answered(mid, codes)
-            refusal = self._book.refusal
+            refused, text = self._book.answered(mid, codes)
+        if refused:  # told before a waiting subscribe() returns
+            log.error("%s at %s: a broker limit or its ACL", self._book.refusal, self.address)
+            for hook in self._refused_hooks:
+                self._guard(hook, refused, text)
+        with self._cond:
+            self._book.record(mid, text)
             self._cond.notify_all()
-        if not refused:
-            return
-        log.error("%s at %s: a broker limit or its ACL", refusal, self.address)
-        for hook in self._refused_hooks:
-            self._guard(hook, refused, refusal)
 
     @property
     def refusal(self) -> str:
@@ -383,8 +385,13 @@ class MqttLink:
                 self._cond.wait(0.05)
             return not self._pending
 
-    def stop(self, final: list[tuple[str, bytes]] | None = None) -> None:
-        """Publish ``final`` messages (retained, e.g. an offline status), then disconnect."""
+    def stop(self, final: list[tuple[str, bytes]] | None = None, *, end_session: bool = False) -> None:
+        """Publish ``final`` messages (retained, e.g. an offline status), then disconnect.
+
+        ``end_session``: this client id will not come back (a finished run's coordinator), so the
+        broker is told to drop its session, subscriptions and queue: MQTT 5 by a session expiry
+        of 0 on DISCONNECT; 3.1.1 has no expiry, so a clean-session connection replaces it (else
+        it stays on the broker for good: NATS keeps JetStream consumers for it)."""
         if self._client is None:
             return
         for topic, payload in final or []:
@@ -395,7 +402,27 @@ class MqttLink:
         self._closing = True
         with self._cond:
             self._cond.notify_all()
-        self._client.disconnect()
+        properties = None
+        if end_session and self.protocol == "5":
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0
+        self._client.disconnect(properties=properties)
         self._client.loop_stop()
         self._client = None
         self.connected.clear()
+        if end_session and self.protocol == "3.1.1" and self.session_expiry:
+            self._replace_session()
+
+    def _replace_session(self) -> None:
+        """Connect once with a clean session and leave: the broker drops the persistent one."""
+        self._on_connect_hooks, self._routes, self.will = [], [], None  # a goodbye, not a return
+        with self._cond:
+            self._book = SubscriptionBook()
+        expiry, self.session_expiry = self.session_expiry, 0
+        try:
+            if self._try_connect("3.1.1", 5.0)[0] and self._client is not None:
+                self._client.disconnect()
+                self._client.loop_stop()
+        finally:
+            self.session_expiry, self._client = expiry, None
+            self.connected.clear()

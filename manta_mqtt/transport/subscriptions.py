@@ -34,17 +34,20 @@ class SubscriptionBook:
         self._sent[mid] = list(filters)
         _bound(self._sent)
 
-    def answered(self, mid: int, codes: Sequence[Any]) -> list[str]:
-        """Record a SUBACK (codes with ``is_failure``, as paho gives them); the refused filters."""
+    def answered(self, mid: int, codes: Sequence[Any]) -> tuple[list[str], str]:
+        """Read a SUBACK (codes with ``is_failure``, as paho gives them): the refused filters, and
+        them with their reasons ("" if none). :meth:`record` makes it the request's answer."""
         filters = self._sent.pop(mid, [])
         refused = [(f, str(code)) for f, code in zip(filters, codes, strict=False) if code.is_failure]
         text = ", ".join(f"{f} ({reason})" for f, reason in refused)
-        self._answers[mid] = text
-        _bound(self._answers)
         if refused:
             self.refused_count += len(refused)
             self.refusal = f"the broker refused the subscription to {text}"
-        return [f for f, _ in refused]
+        return [f for f, _ in refused], text
+
+    def record(self, mid: int, answer: str) -> None:
+        self._answers[mid] = answer
+        _bound(self._answers)
 
     def answer(self, mid: int) -> str | None:
         """Take the answer to ``mid``: None before its SUBACK, "" if granted, else the refusal."""
