@@ -9,6 +9,9 @@ Four threads. Every mutable thing has one owner; the others hand data over throu
     the retained status (publishing it)         main thread       the job book's Announce actions
     outbox, the "a delivery failed" flag        worker thread     the worker's queue: jobs, "deliver"
     warm task processes (one per swarm's task)  worker thread     the worker's queue: jobs, swarm ends (main)
+    deleting blobs from the cache (its budget); worker thread     none: it prunes before a job fetches and after
+      the fetcher, a task and the upload                            the job; what is in use is pinned (the job's
+      server only add or read blobs                                 blobs, the outbox's uploads, warm tasks' code)
     offers: which cached blobs are our results  upload server     its queue: offers (worker), grants (network thread)
     a job's cancel event                        set by main only  travels with the Job (a thread-safe flag)
     rejection counters, blob transfers          any (locked)      called directly

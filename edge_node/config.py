@@ -32,6 +32,10 @@ warm = true                        # optional: keep a task's process for its swa
 warm_idle = 300.0                  # optional: seconds a kept process may wait unused, then it ends
 warm_max_rss_mib = 1024            # optional: a process that grew past this many MiB is not kept
 
+[cache]                            # optional: data_dir/cache, the fetched code and globals and large results
+max_mib = 2048                     # MiB, >= 1; past it the least recently used blobs are deleted (those
+                                   #   still needed stay: the job's, results the coordinator may pull)
+
 [logs]                             # optional: the node's warnings and errors, published on its log topic
 publish = true                     # false: keep them in the local log only
 level = "warning"                  # the lowest level published: "warning" or "error"
@@ -58,7 +62,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MAX_QUEUED_JOBS
+from manta_mqtt.protocol.limits import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_INLINE_LIMIT_BYTES,
+    DEFAULT_NODE_CACHE_BYTES,
+    MAX_QUEUED_JOBS,
+    MiB,
+)
 from manta_mqtt.protocol.signing import Trust, parse_public_raw
 from manta_mqtt.protocol.topics import TopicError, check_id
 from manta_mqtt.runtime.reuse import ReuseSettings
@@ -96,6 +106,7 @@ class NodeConfig:
     log_level: str = "warning"  # the lowest level published: "warning" or "error"
     log_per_minute: int = 30  # rate limit of published log records
     task_reuse: ReuseSettings = field(default_factory=ReuseSettings)  # warm task processes ([tasks] warm*)
+    cache_max_bytes: int = DEFAULT_NODE_CACHE_BYTES  # the blob cache's budget ([cache] max_mib)
 
     def override(self, *, broker_url: str | None = None, mqtt_version: str | None = None) -> None:
         """Apply command-line overrides (credentials from the config are kept)."""
@@ -176,6 +187,7 @@ class NodeConfig:
             task_reuse=ReuseSettings(
                 enabled=tasks.warm, idle_seconds=tasks.warm_idle, max_rss_mib=tasks.warm_max_rss_mib
             ),
+            cache_max_bytes=checked.cache.max_mib * MiB,
             heartbeat=node.heartbeat,
             log_publish=logs.publish,
             log_level=logs.level,

@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import msgspec
 from msgspec import Meta
 
-from manta_mqtt.protocol.limits import DEFAULT_CHUNK_SIZE, DEFAULT_INLINE_LIMIT_BYTES, MAX_QUEUED_JOBS, MIN_CHUNK_SIZE
+from manta_mqtt.protocol.limits import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_INLINE_LIMIT_BYTES,
+    DEFAULT_NODE_CACHE_BYTES,
+    MAX_QUEUED_JOBS,
+    MIN_CHUNK_SIZE,
+    MiB,
+)
 
 
 class ConfigError(ValueError):
@@ -62,6 +69,10 @@ class TasksTable(_Table):
     warm_max_rss_mib: Annotated[int, Meta(description="an integer number of MiB", ge=1)] = 1024
 
 
+class CacheTable(_Table):
+    max_mib: Annotated[int, Meta(description="an integer number of MiB", ge=1)] = DEFAULT_NODE_CACHE_BYTES // MiB
+
+
 class TrustTable(_Table):
     keys: list[Annotated[str, Meta(description="a public key")]] = []
     key_files: list[Path] = []
@@ -79,6 +90,7 @@ class ConfigFile(_Table):
     broker: BrokerTable = msgspec.field(default_factory=BrokerTable)
     datasets: dict[str, Path] = {}
     tasks: TasksTable = msgspec.field(default_factory=TasksTable)
+    cache: CacheTable = msgspec.field(default_factory=CacheTable)
     trust: TrustTable = msgspec.field(default_factory=TrustTable)
     logs: LogsTable = msgspec.field(default_factory=LogsTable)
 

@@ -8,7 +8,10 @@ main thread's inbox (:class:`JobStarted`, :class:`JobFinished`, :class:`WorkerCr
 reads only the cancel event of the job in hand.
 
 It also owns the warm task processes (:class:`~manta_mqtt.runtime.pool.TaskProcesses`): it runs
-one task at a time, so it alone starts, reuses and ends them.
+one task at a time, so it alone starts, reuses and ends them. And it alone deletes blobs from the
+cache (:class:`~.cache.BlobCache`, within ``[cache] max_mib``): before a job fetches its blobs and
+after the job, never while a fetch or a task (which write to the cache) is under way; what the
+job, the outbox (the upload server reads its uploads) and the warm processes use stays.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from manta_mqtt.runtime.pool import TaskProcesses
 from manta_mqtt.transport.blobs import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink
 
+from .cache import BlobCache, prune_quietly
 from .config import NodeConfig
 from .events import Event, Job, JobFinished, JobStarted, WorkerCrashed, key_of
 from .host import EdgeHost
@@ -76,6 +80,7 @@ class Worker:
         self.outbox = Outbox(config.data_dir / "outbox")  # worker thread only (checked by the outbox)
         self._undelivered = False  # worker thread only: a delivery failed while connected, retry
         self.tasks = TaskProcesses(config.task_reuse)  # worker thread only (checked): warm task processes
+        self.blob_cache = BlobCache(cache, config.cache_max_bytes)  # worker thread only (checked): deletes blobs
         self._queue: queue.Queue[Item] = queue.Queue()  # any thread puts, the worker takes
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="edge-worker")
@@ -124,6 +129,9 @@ class Worker:
             for entry in self.outbox.held():
                 self.uploads.offer(entry.key[0], entry.uploads)
             self.uploads.offered_all()
+        self.cache.clear_spools()  # results a task was streaming when the agent died (only tasks spool here)
+        pins, last = self._pins()
+        prune_quietly(self.blob_cache, pins, last=last)  # a cache that grew past a lowered budget
         while not self._stopping.is_set():
             if self._undelivered and self.link.connected.is_set():
                 self._deliver_pending()
@@ -155,6 +163,8 @@ class Worker:
             else:
                 self.inbox.put(JobStarted(job.key))
                 self._execute(job)
+                pins, last = self._pins()
+                prune_quietly(self.blob_cache, pins, last=last)  # its results are in the outbox now
         finally:
             self.inbox.put(JobFinished(job.key))
 
@@ -169,6 +179,10 @@ class Worker:
             self._publish_result(a, host, TaskOutcome(False, str(exc)))  # the coordinator shows why
             return
         log.info("running %s iteration %d of swarm %s", a.task, a.iteration, a.swarm)
+        self.blob_cache.touch(a.blobs)  # used again: the last to go
+        incoming = sum(size for sha, size in a.sizes.items() if sha in a.blobs and sha not in self.cache)
+        pins, last = self._pins(a.blobs)
+        prune_quietly(self.blob_cache, pins, incoming, last)  # room for what it fetches
         missing = self.fetcher.fetch(a.swarm, a.blobs, min(a.timeout, BLOB_FETCH_TIMEOUT_SECONDS), a.sizes)
         if job.cancel.is_set():
             outcome = TaskOutcome(False, "cancelled")
@@ -197,6 +211,24 @@ class Worker:
         log.log(level, "%s iteration %d %s in %.1f s", a.task, a.iteration, verdict, outcome.duration)
         if not outcome.ok:
             log.warning("%s", outcome.error)
+
+    def _pins(self, job_blobs: list[str] | None = None) -> tuple[set[str], set[str]]:
+        """Blobs the cache must keep: the job's code and globals, the uploads of each swarm's
+        latest result and of results not delivered yet (the coordinator pulls a result's uploads
+        after its envelope arrives), the code bundles of warm task processes; and those to delete
+        last: the uploads of older results (only a resumed coordinator pulls them again)."""
+        pins = set(job_blobs or [])
+        held = self.outbox.held()
+        latest: dict[str, Entry] = {}
+        for entry in held:
+            swarm, iteration, _task, attempt = entry.key
+            kept = latest.get(swarm)
+            if kept is None or (iteration, attempt) >= (kept.key[1], kept.key[3]):
+                latest[swarm] = entry
+        for entry in [*self.outbox.pending(), *latest.values()]:
+            pins.update(entry.uploads)
+        pins.update(key.code for key in self.tasks.pids())
+        return pins, {sha for entry in held for sha in entry.uploads} - pins
 
     def _to_wire(self, values: dict[str, HostValue], uploads: list[str]) -> dict[str, Value]:
         """Small values inline; large ones (in the blob cache already: the host put them there

@@ -106,6 +106,7 @@ def test_health_and_log_keys(tmp_path: Path) -> None:
         {"node": {"id": "n1"}, "logs": {"per_minute": 0}},
         {"node": {"id": "n1"}, "logs": {"publish": "yes"}},
         {"node": {"id": "n1"}, "tasks": {"stop_grace": -1}},
+        {"node": {"id": "n1"}, "cache": {"max_mib": 0}},
     ):
         with pytest.raises(ConfigError):
             NodeConfig.from_dict(bad, tmp_path)
@@ -140,6 +141,7 @@ def test_every_documented_key_is_accepted(tmp_path: Path) -> None:
             "warm_idle": 7.5,
             "warm_max_rss_mib": 256,
         },
+        "cache": {"max_mib": 64},
         "trust": {"keys": [public.read_text().strip()], "key_files": [str(public)], "allow_unsigned": False},
         "logs": {"publish": False, "level": "error", "per_minute": 5},
     }
@@ -156,6 +158,8 @@ def test_every_documented_key_is_accepted(tmp_path: Path) -> None:
     assert NodeConfig.from_dict({"node": {"id": "pi-1"}}, tmp_path).task_reuse == ReuseSettings()  # warm by default
     assert len(cfg.trust.keys) == 1 and not cfg.trust.allow_unsigned
     assert (cfg.log_publish, cfg.log_level, cfg.log_per_minute) == (False, "error", 5)
+    assert cfg.cache_max_bytes == 64 * 1024 * 1024
+    assert NodeConfig.from_dict({"node": {"id": "pi-1"}}, tmp_path).cache_max_bytes == 2048 * 1024 * 1024
     assert NodeConfig.from_dict({"node": {"id": "pi-1"}, "broker": {"version": 5}}, tmp_path).mqtt_version == "5"
 
 
@@ -207,6 +211,8 @@ def test_every_unknown_key_is_listed_one_per_line(tmp_path: Path) -> None:
         ({"trust": {"allow_unsigned": "yes"}}, "trust.allow_unsigned must be true or false, not 'yes'"),
         ({"logs": {"level": "info"}}, "logs.level must be one of 'warning', 'error', not 'info'"),
         ({"logs": {"per_minute": 0}}, "logs.per_minute must be at least 1, not 0"),
+        ({"cache": {"max_mib": 0}}, "cache.max_mib must be at least 1, not 0"),
+        ({"cache": {"max_mib": "2G"}}, "cache.max_mib must be an integer number of MiB, not '2G'"),
         ({"node": {"id": "n1", "heartbeat": True}}, "node.heartbeat must be a number of seconds, not True"),
         ({"datasets": {"a.npz": 3}}, 'datasets."a.npz" must be a file path, not 3'),
         ({"datasets": ["a.npz"]}, "[datasets] must be a table, not ['a.npz']"),

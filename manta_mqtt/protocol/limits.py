@@ -136,6 +136,13 @@ MAX_FINISHED_SWARMS = 1000
 #: it again. Past it the oldest are deleted; a repeat of one of those runs the task again.
 OUTBOX_KEEP_SENT = 200
 
+#: Bytes of blobs a node keeps in its cache (``data_dir/cache``: code bundles, globals, its large
+#: results). The node's default (``max_mib`` in ``[cache]`` of its config). Enforced by the node's
+#: worker before each job fetches its blobs and after it: the least recently used blobs are
+#: deleted (fetched again if needed); blobs still in use (the job's code and globals, the uploads
+#: of results in its outbox, warm task processes' code) are kept even past it, with a warning.
+DEFAULT_NODE_CACHE_BYTES = 2 * GiB
+
 # --- fields ----------------------------------------------------------------------------------
 
 #: Node ids, swarm ids and task aliases: one topic level. Enforced by every topic builder and
