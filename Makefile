@@ -1,4 +1,5 @@
 # manta-mqtt: `make demo` runs the federated swarm; `make test` runs the suite.
+# `make test-slow` runs the cluster and failover tests `make test` leaves out (CI runs both).
 # Both set up everything first (a .venv with pinned torch, and Mosquitto for the tests).
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ BENCH_VENV   := .bench-venv
 FLWR_VERSION := 1.42.0
 BENCH_STAMP  := $(BENCH_VENV)/.installed-flwr-$(FLWR_VERSION)
 
-.PHONY: setup demo test lint unit bench bench-quick bench-venv clean mosquitto pi-check systemd-check
+.PHONY: setup demo test test-slow lint unit bench bench-quick bench-venv clean mosquitto pi-check systemd-check
 
 setup: $(STAMP)
 
@@ -37,8 +38,12 @@ lint: setup
 	$(BIN)/ruff format --check manta_mqtt manta_light edge_node tests bench
 	$(BIN)/mypy
 
+# The suite but its `slow` tests (broker clusters, failover: a few minutes more); CI runs both.
 test: setup mosquitto lint
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -m "not slow"
+
+test-slow: setup mosquitto
+	$(BIN)/python -m pytest -q -rs -m slow
 
 unit: setup
 	$(BIN)/python -m pytest -q -rs --ignore=tests/test_e2e_swarm.py --ignore=tests/chaos --ignore=tests/test_coordinator_threads.py

@@ -1,6 +1,6 @@
-"""What TLS costs a transfer: the same blob (publish -> fetch -> verified on disk) through one
-Mosquitto on a plaintext listener and on a TLS listener with client certificates, interleaved
-runs, medians and their ratio.
+"""What TLS costs a transfer: the same blob (offered -> asked for and fetched -> verified on disk)
+through one Mosquitto on a plaintext listener and on a TLS listener with client certificates,
+interleaved runs, medians and their ratio.
 
     python bench/bench_tls.py [--size-mib 10] [--repeat 7]
 """
@@ -21,7 +21,8 @@ from manta_mqtt import BrokerAddress
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.tools.mosquitto import MosquittoProcess, free_port
 from manta_mqtt.tools.pki import issue, make_ca, write_private
-from manta_mqtt.transport.blobs import BlobFetcher, BlobPublisher
+from manta_mqtt.transport.blob_fetcher import BlobFetcher
+from manta_mqtt.transport.blob_server import BlobServer
 from manta_mqtt.transport.mqtt import MqttLink
 from manta_mqtt.transport.tls import TlsFiles
 
@@ -69,21 +70,24 @@ def main() -> None:
                 pub = MqttLink(f"pub-{name}", address, version="5", session_expiry=0)
                 sub = MqttLink(f"sub-{name}", address, version="5", session_expiry=0)
                 assert pub.start() and sub.start(), f"cannot connect over {name}"
-                links[name] = (BlobPublisher(pub, "bench", chunk_size=MIB), BlobFetcher(sub, BlobStore(tmp / "x")))
+                # a swarm each: both servers share the broker, and would answer each other's nodes
+                server = BlobServer(pub, f"bench-{name}", chunk_size=MIB).start()
+                assert pub.subscribe(server.filters, wait=10), f"cannot subscribe over {name}"
+                links[name] = (server, BlobFetcher(sub, BlobStore(tmp / "x"), f"sub-{name}"))
             times: dict[str, list[float]] = {name: [] for name in links}
             for run in range(args.repeat + 1):  # the first round warms up and is not counted
-                for name, (publisher, fetcher) in links.items():
+                for name, (server, fetcher) in links.items():
                     fetcher.store = BlobStore(tmp / f"{name}-{run}")
-                    publisher.published.clear()
                     started = time.perf_counter()
-                    sha = publisher.publish(data)
-                    assert not fetcher.fetch("bench", [sha], timeout=300)
+                    sha = server.offer(data)
+                    assert not fetcher.fetch(server.swarm, [sha], timeout=300)
                     elapsed = time.perf_counter() - started
-                    publisher.clear(sha)
+                    server.withdraw_all_except(set())
                     if run:
                         times[name].append(elapsed)
-            for publisher, fetcher in links.values():
-                publisher.link.stop()
+            for server, fetcher in links.values():
+                server.stop()
+                server.link.stop()
                 fetcher.link.stop()
     medians = {name: statistics.median(values) for name, values in times.items()}
     row: dict[str, Any] = {"size_mib": args.size_mib, "repeat": args.repeat}

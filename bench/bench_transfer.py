@@ -1,5 +1,6 @@
-"""Moving a large value through a broker: chunked blob (publish -> fetch -> verified on disk)
-versus one raw MQTT publish of the same bytes, side by side, on Mosquitto and amqtt.
+"""Moving a large value through a broker: chunked blob (offered by a BlobServer -> asked for and
+fetched a window of chunks at a time -> verified on disk) versus one raw MQTT publish of the same
+bytes, side by side, on Mosquitto and amqtt.
 
     python bench/bench_transfer.py [--sizes 1,4,16,64] [--repeat 3]
 
@@ -21,7 +22,8 @@ from _common import median_seconds, write
 from manta_mqtt import BrokerAddress
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.tools.mosquitto import MosquittoProcess
-from manta_mqtt.transport.blobs import BlobFetcher, BlobPublisher
+from manta_mqtt.transport.blob_fetcher import BlobFetcher
+from manta_mqtt.transport.blob_server import BlobServer
 from manta_mqtt.transport.broker import EmbeddedBroker
 from manta_mqtt.transport.mqtt import MqttLink
 
@@ -36,21 +38,21 @@ def measure(url: str, version: str, sizes: list[int], repeat: int, tmp: Path) ->
     got = threading.Event()
     sub.route("bench/raw", lambda t, p, r: got.set())
     assert pub.start() and sub.start()
-    sub.subscribe("bench/raw")
-    fetcher = BlobFetcher(sub, BlobStore(tmp / "first"))
+    sub.subscribe("bench/raw", wait=10)
+    server = BlobServer(pub, "bench", chunk_size=MIB).start()
+    assert pub.subscribe(server.filters, wait=10)
+    fetcher = BlobFetcher(sub, BlobStore(tmp / "first"), "bench-sub")
     rows = []
     for size_mib in sizes:
         data = os.urandom(size_mib * MIB)
-        publisher = BlobPublisher(pub, "bench", chunk_size=MIB)
         runs = iter(range(10**6))
 
-        def chunked(data: bytes = data, publisher: BlobPublisher = publisher, runs: Any = runs) -> None:
+        def chunked(data: bytes = data, runs: Any = runs) -> None:
             store = fetcher.store = BlobStore(tmp / f"{len(data)}-{next(runs)}")  # a cold cache each time
-            publisher.published.clear()
-            sha = publisher.publish(data)
+            sha = server.offer(data)
             failed = fetcher.fetch("bench", [sha], timeout=300)
             assert not failed and store.get(sha) == data
-            publisher.clear(sha)
+            server.withdraw_all_except(set())
 
         def raw(data: bytes = data) -> None:
             got.clear()
@@ -68,6 +70,7 @@ def measure(url: str, version: str, sizes: list[int], repeat: int, tmp: Path) ->
             row |= {"raw_s": round(raw_s, 4), "chunked_over_raw": round(chunked_s / raw_s, 2)}
         print(row)
         rows.append(row)
+    server.stop()
     pub.stop()
     sub.stop()
     return rows

@@ -58,8 +58,8 @@ def main() -> None:
         # the swarm id is random: learn it from its retained state
         attacker = MqttLink("attacker", BrokerAddress.parse(broker.url), version="5", session_expiry=0)
         found: list[str] = []
-        attacker.route("manta/v1/swarms/+/state", lambda t, p, r: found.append(topics.parse(t).swarm or ""))
-        assert attacker.start() and attacker.subscribe("manta/v1/swarms/+/state", wait=5)
+        attacker.route("manta/v2/swarms/+/state", lambda t, p, r: found.append(topics.parse(t).swarm or ""))
+        assert attacker.start() and attacker.subscribe("manta/v2/swarms/+/state", wait=5)
         deadline = time.monotonic() + 30
         while not found and time.monotonic() < deadline:
             time.sleep(0.1)

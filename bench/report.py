@@ -277,9 +277,9 @@ def scale_section(details: dict[str, Any]) -> list[str]:
 
 SCALE_NOTE = """`bench/bench_scale.py`: for each N, a Mosquitto of our own, N simulated nodes
 (`bench/simnodes.py`, 250 per process, each a paho connection driven by one loop: a retained
-`NodeStatus` with heartbeats and busy/online changes, assignments parsed with `Assignment.parse`
-but not verified, each blob fetched once per node from its retained `BlobMeta`, a real
-`ResultEnvelope` with the model plus one inline) and one `manta-mqtt run` of
+`NodeStatus` with heartbeats, busy/online changes and answers to `Discover`, assignments parsed
+with `Assignment.parse` but not verified, each blob fetched once per node by asking for its chunks
+(`BlobRequest`, a window at a time), a real `ResultEnvelope` with the model plus one inline) and one `manta-mqtt run` of
 bench/swarms/noop_fedavg with a 1 KiB model and signed assignments. Results/s: results recorded
 per second during a worker step (the run store's `at`). CPU: the coordinator process's own
 (utime + stime), and with that of every process it started (the aggregator runs in a child

@@ -1,14 +1,18 @@
-"""Simulated edge nodes: many real MQTT connections in one process, speaking protocol v1.
+"""Simulated edge nodes: many real MQTT connections in one process, speaking protocol v2.
 
 A load generator for bench_scale.py, not an agent: it runs no task process and checks no
 signature, but everything on the wire is the real thing, built and parsed by
-``manta_mqtt.protocol`` (topics, NodeStatus, Assignment, BlobMeta/Chunk, ResultEnvelope):
+``manta_mqtt.protocol`` (topics, NodeStatus, Discover, Assignment, BlobRequest/Chunk,
+ResultEnvelope):
 
 - each node publishes a retained NodeStatus (will: offline), again as a heartbeat, "busy" while
-  it works and "online" after; it subscribes to its assignments and to the swarms' state;
+  it works and "online" after, and again when a ``Discover`` asks (at most once a second); it
+  subscribes to its assignments, to the swarms' state and to ``discover``;
 - an assignment is parsed with ``Assignment.parse``; the blobs it refers to that this node does
-  not have yet are fetched from their retained ``BlobMeta`` (inline) or chunks (a minimal
-  BlobFetcher: every chunk topic at once, reassembled and sha256-checked by ``Assembler``);
+  not have yet are fetched as the real fetcher does, minimally: one QoS 0 subscription per blob
+  (``blob_chunks``), then, once the broker acknowledged it, ``BlobRequest``s for a window of
+  ``FETCH_WINDOW`` chunks from 0, more as half of it came, the missing ones again after
+  ``FETCH_RETRY_SECONDS`` without news; chunks are reassembled and sha256-checked by ``Assembler``;
 - the answer is a real ResultEnvelope with an inline value: for a global ``model`` (the no-op
   FedAvg swarm) the model plus one, the same for every node (bench/swarms/noop_fedavg/worker.py
   adds an offset of each node's own; here the model is 1 KiB and travels inline, and the
@@ -30,6 +34,7 @@ import selectors
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,19 +42,25 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from manta_mqtt.protocol import codec, topics
-from manta_mqtt.protocol.chunking import Assembler, ChunkError, sha256
-from manta_mqtt.protocol.limits import MAX_BLOB_BYTES
+from manta_mqtt.protocol.chunking import Assembler, ChunkError, DigestMismatch
+from manta_mqtt.protocol.limits import (
+    DISCOVER_MIN_INTERVAL_SECONDS,
+    FETCH_RETRY_SECONDS,
+    FETCH_WINDOW,
+    MAX_BLOB_BYTES,
+)
 from manta_mqtt.protocol.messages import (
     Assignment,
-    BlobMeta,
+    BlobRequest,
     Chunk,
+    Discover,
     NodeState,
     NodeStatus,
     ProtocolError,
     ResultEnvelope,
     SwarmState,
 )
-from manta_mqtt.transport.address import BrokerAddress
+from manta_mqtt.transport.address import BrokerAddress, server_name
 
 AGENT = "manta-mqtt simnode"
 HEARTBEAT = 30.0  # seconds, as the edge agent's default
@@ -57,11 +68,14 @@ HEARTBEAT = 30.0  # seconds, as the edge agent's default
 
 @dataclass
 class Fetch:
-    """One blob a node is fetching: by its inline meta, or by its chunks."""
+    """One blob a node is fetching, chunk by chunk, at most FETCH_WINDOW asked for and not yet here."""
 
     swarm: str
     sha: str
-    assembler: Assembler | None = None
+    assembler: Assembler | None = None  # set up by the first chunk (chunks describe their blob)
+    asked: set[int] = field(default_factory=set)
+    next_index: int = 0  # the first index never asked for
+    heard: float = 0.0  # when a chunk last came (or we last asked); 0: not asked yet
 
 
 @dataclass
@@ -73,7 +87,10 @@ class SimNode:
     fetching: dict[str, Fetch] = field(default_factory=dict)
     waiting: list[Assignment] = field(default_factory=list)  # assignments until their blobs arrive
     answered: set[tuple[str, int, str, int]] = field(default_factory=set)
+    subscribing: dict[int, list[str]] = field(default_factory=dict)  # SUBSCRIBE mid -> shas it is for
     next_heartbeat: float = 0.0
+    announced: float = 0.0  # when the status last went out
+    links: int = 0  # connections made (NodeStatus.link)
 
 
 class Fleet:
@@ -86,7 +103,7 @@ class Fleet:
         self.blobs: dict[str, bytes] = {}  # sha -> bytes, once per process
         self.answers: dict[str, bytes] = {}  # model sha -> encoded result, once per process
         self.selector = selectors.DefaultSelector()
-        self.stats = {"assignments": 0, "results": 0, "fetched": 0, "states": 0, "malformed": 0}
+        self.stats = {"assignments": 0, "results": 0, "fetched": 0, "requests": 0, "states": 0, "malformed": 0}
         self.session = int(time.time() * 1000)
 
     # --- connections ------------------------------------------------------------------------
@@ -100,6 +117,7 @@ class Fleet:
             client.user_data_set(node)
             client.on_message = self._on_message
             client.on_connect = self._on_connect
+            client.on_subscribe = self._on_subscribe
             offline = self._status(node, "offline")
             client.will_set(topics.node_status(name), offline.to_bytes(), qos=1, retain=True)
             client.connect(self.address.host, self.address.port, keepalive=60)
@@ -109,7 +127,10 @@ class Fleet:
             self.nodes[name] = node
 
     def _on_connect(self, client: paho.Client, node: SimNode, _flags: Any, _rc: Any, _props: Any) -> None:
-        client.subscribe([(topics.my_assignments(node.node), 1), (topics.all_swarm_states(), 1)])
+        node.links += 1
+        client.subscribe(
+            [(topics.my_assignments(node.node), 1), (topics.all_swarm_states(), 1), (topics.discover(), 1)]
+        )
         self._announce(node, "online")
 
     def run(self, stop: list[bool]) -> None:
@@ -129,6 +150,9 @@ class Fleet:
                     node.client.loop_misc()
                     if now >= node.next_heartbeat:
                         self._announce(node, "busy" if node.waiting else "online")
+                    for fetch in node.fetching.values():
+                        if fetch.heard and now - fetch.heard >= FETCH_RETRY_SECONDS:  # lost: ask again
+                            self._ask(node, fetch, set(fetch.asked) or self._more(fetch))
 
     def close(self) -> None:
         for node in self.nodes.values():
@@ -147,11 +171,14 @@ class Fleet:
             running=running,
             agent=AGENT,
             heartbeat=round(time.time(), 3),
+            link=node.links,
+            server=server_name(self.address.host, self.address.port),
             interval=HEARTBEAT,
         )
 
     def _announce(self, node: SimNode, state: NodeState, running: str | None = None) -> None:
-        node.next_heartbeat = time.monotonic() + HEARTBEAT
+        node.announced = time.monotonic()
+        node.next_heartbeat = node.announced + HEARTBEAT
         payload = self._status(node, state, running).to_bytes()
         node.client.publish(topics.node_status(node.node), payload, qos=1, retain=True)
 
@@ -163,8 +190,12 @@ class Fleet:
             elif parsed.kind is topics.Kind.SWARM_STATE and msg.payload:
                 SwarmState.parse(msg.payload)
                 self.stats["states"] += 1
-            elif parsed.kind in (topics.Kind.BLOB_META, topics.Kind.BLOB_CHUNK) and msg.payload:
-                self._on_blob(node, parsed, msg.payload)
+            elif parsed.kind is topics.Kind.BLOB_CHUNK and msg.payload:
+                self._on_chunk(node, parsed, Chunk.parse(msg.payload))
+            elif parsed.kind is topics.Kind.DISCOVER:
+                Discover.parse(msg.payload)
+                if not msg.retain:  # answered within the agent's rate limit, by the heartbeat check
+                    node.next_heartbeat = min(node.next_heartbeat, node.announced + DISCOVER_MIN_INTERVAL_SECONDS)
         except (topics.TopicError, ProtocolError, ChunkError) as exc:
             self.stats["malformed"] += 1
             print(f"{node.node}: {msg.topic}: {exc}", file=sys.stderr)
@@ -177,43 +208,74 @@ class Fleet:
         node.waiting.append(assignment)
         self._announce(node, "busy", f"{assignment.swarm}/{assignment.iteration}/{assignment.task}")
         wanted = [sha for sha in dict.fromkeys(assignment.blobs) if sha not in node.have]
-        filters = []
-        for sha in wanted:
-            if sha not in node.fetching:
-                node.fetching[sha] = Fetch(assignment.swarm, sha)
-                filters.append((topics.blob_meta(assignment.swarm, sha), 1))
-        if filters:
-            node.client.subscribe(filters)
+        new = [sha for sha in wanted if sha not in node.fetching]
+        for sha in new:
+            node.fetching[sha] = Fetch(assignment.swarm, sha)
+        if new:  # asked for once the broker acknowledged the subscription (_on_subscribe)
+            _rc, mid = node.client.subscribe([(topics.blob_chunks(assignment.swarm, sha), 0) for sha in new])
+            if mid is not None:
+                node.subscribing[mid] = new
         self._run_ready(node)
 
-    def _on_blob(self, node: SimNode, parsed: topics.Topic, payload: bytes) -> None:
+    def _on_subscribe(self, _client: paho.Client, node: SimNode, mid: int, _codes: Any, _props: Any) -> None:
+        for sha in node.subscribing.pop(mid, []):
+            fetch = node.fetching.get(sha)
+            if fetch is not None and not fetch.heard:
+                self._ask(node, fetch, self._more(fetch))
+
+    def _more(self, fetch: Fetch) -> list[int]:
+        """The indexes to ask for now: up to a full window once half of it came (or at the start)."""
+        count = fetch.assembler.info.count if fetch.assembler is not None else None
+        if count is not None:  # asked for before the count was known
+            fetch.asked = {i for i in fetch.asked if i < count}
+        if len(fetch.asked) > FETCH_WINDOW // 2:
+            return []
+        new = []
+        while len(fetch.asked) < FETCH_WINDOW and (count is None or fetch.next_index < count):
+            if fetch.assembler is None or not fetch.assembler.has(fetch.next_index):
+                fetch.asked.add(fetch.next_index)
+                new.append(fetch.next_index)
+            fetch.next_index += 1
+        return new
+
+    def _ask(self, node: SimNode, fetch: Fetch, indexes: Iterable[int]) -> None:
+        fetch.heard = time.monotonic()
+        runs: list[list[int]] = []  # [first, count] of consecutive indexes
+        for i in sorted(indexes):
+            if runs and sum(runs[-1]) == i:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, 1])
+        for first, count in runs:
+            request = BlobRequest(fetch.swarm, node.node, fetch.sha, first, count)
+            node.client.publish(topics.blob_request(fetch.swarm, node.node), request.to_bytes(), qos=1)
+            self.stats["requests"] += 1
+
+    def _on_chunk(self, node: SimNode, parsed: topics.Topic, chunk: Chunk) -> None:
         fetch = node.fetching.get(parsed.sha or "")
         if fetch is None:
-            return
-        data: bytes | bytearray | None = None
-        if parsed.kind is topics.Kind.BLOB_META:
-            meta = BlobMeta.parse(payload)
-            if meta.inline is not None:
-                if sha256(meta.inline) != fetch.sha:
-                    raise ChunkError(f"inline blob {fetch.sha[:12]} does not match its sha256")
-                data = meta.inline
-            elif fetch.assembler is None:  # a chunked blob: ask for every chunk at once (small blobs)
-                fetch.assembler = Assembler(meta.info, MAX_BLOB_BYTES)
-                chunks = [(topics.blob_chunk(fetch.swarm, fetch.sha, i), 1) for i in range(meta.info.count)]
-                node.client.subscribe(chunks)
-        else:
-            chunk = Chunk.parse(payload)
-            if fetch.assembler is not None:
-                data = fetch.assembler.add(chunk.info, chunk.index, chunk.data)
+            return  # not ours (any more)
+        if chunk.info.sha != fetch.sha or chunk.index != parsed.index:
+            raise ChunkError("chunk does not match its topic")
+        if fetch.assembler is None:
+            fetch.assembler = Assembler(chunk.info, MAX_BLOB_BYTES)
+        try:
+            data = fetch.assembler.add(chunk.info, chunk.index, chunk.data)
+        except DigestMismatch:  # a corrupt chunk got in: start over, asking from chunk 0
+            node.fetching[fetch.sha] = Fetch(fetch.swarm, fetch.sha)
+            self._ask(node, node.fetching[fetch.sha], self._more(node.fetching[fetch.sha]))
+            raise
+        fetch.asked.discard(chunk.index)
         if data is None:
+            fetch.heard = time.monotonic()
+            if more := self._more(fetch):
+                self._ask(node, fetch, more)
             return
         self.blobs.setdefault(fetch.sha, bytes(data))
         del node.fetching[fetch.sha]
         node.have.add(fetch.sha)
         self.stats["fetched"] += 1
-        meta_topic = topics.blob_meta(fetch.swarm, fetch.sha)
-        count = fetch.assembler.info.count if fetch.assembler is not None else 0
-        node.client.unsubscribe([meta_topic, *(topics.blob_chunk(fetch.swarm, fetch.sha, i) for i in range(count))])
+        node.client.unsubscribe(topics.blob_chunks(fetch.swarm, fetch.sha))
         self._run_ready(node)
 
     def _run_ready(self, node: SimNode) -> None:

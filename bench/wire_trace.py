@@ -4,7 +4,7 @@ traces to see whether the wire changed.
     python bench/wire_trace.py trace.txt      # from the repository root (uses tests.conftest)
 
 Two edge-node processes and the coordinator run the counter swarm (3 iterations) on a Mosquitto
-started on a free port; a watcher subscribed to ``manta/v1/#`` records each message. Only what
+started on a free port; a watcher subscribed to ``manta/v2/#`` records each message. Only what
 differs between any two runs is normalized away: node sessions, run durations, and the bytes of
 large values (their length is kept).
 """
@@ -70,9 +70,9 @@ def on(topic, payload, retained):
         trace.append((topic, norm(topic, payload)))
 
 
-watcher.route("manta/v1/#", on)
+watcher.route("manta/v2/#", on)
 assert watcher.start()
-assert watcher.subscribe("manta/v1/#", wait=5)
+assert watcher.subscribe("manta/v2/#", wait=5)
 nodes = [NodeProcess(tmp / "nodes", n, broker, {"numbers.npy": tmp / "numbers.npy"}).start() for n in ("n1", "n2")]
 swarm = load_swarm(Path("tests/swarms/counter/swarm.py"))
 options = CoordinatorOptions(runs_dir=tmp / "runs", min_nodes=2, wait_nodes=30, mqtt_version="5", swarm_id=SWARM)

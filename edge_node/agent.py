@@ -34,14 +34,15 @@ from manta_mqtt import __version__
 from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.ownership import Owner
 from manta_mqtt.protocol import topics
+from manta_mqtt.protocol.limits import DISCOVER_MIN_INTERVAL_SECONDS
 from manta_mqtt.protocol.messages import NodeState, NodeStatus
 from manta_mqtt.protocol.rejections import Rejections
-from manta_mqtt.transport.blobs import BlobFetcher
+from manta_mqtt.transport.blob_fetcher import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink, Will
 
 from .check import connection_problem, failure_kind
 from .config import NodeConfig
-from .events import Event, SwarmEnded, WorkerCrashed
+from .events import DiscoverRequested, Event, SwarmEnded, WorkerCrashed
 from .health import HealthProbe, TaskClock
 from .intake import Intake
 from .jobs import Action, Announce, Cancel, DeliverPending, Dispatch, JobBook, Reject
@@ -73,6 +74,7 @@ class EdgeAgent:
         self.health = HealthProbe(config.data_dir)  # main thread only: it keeps the last CPU sample
         self.task_clock = TaskClock()  # main thread only
         self._next_heartbeat = 0.0  # main thread only: when to publish the status again
+        self._announced = 0.0  # main thread only: when it last did
         will = NodeStatus(self.node_id, "offline", sorted(config.datasets), self.session, agent=AGENT)
         self.link = MqttLink(
             self.node_id,
@@ -80,13 +82,15 @@ class EdgeAgent:
             will=Will(topics.node_status(self.node_id), will.to_bytes()),
             version=config.mqtt_version,
         )
-        self.fetcher = BlobFetcher(self.link, self.cache, on_reject=self.reject)
+        self.link.will_for = self._will  # each connection's will names it (link), so a late one is told
+        self.fetcher = BlobFetcher(self.link, self.cache, self.node_id, on_reject=self.reject)
         self.intake = Intake(self.node_id, self.reject, self.inbox)  # the network thread's handlers
         self.uploads = UploadServer(self.node_id, self.link, self.cache, self.reject)
         self.worker = Worker(config, self.link, self.cache, self.fetcher, self.inbox, self.reject, self.uploads)
         self.link.route(topics.my_assignments(self.node_id), self.intake.on_assignment)
         self.link.route(topics.my_grants(self.node_id), self.uploads.on_grant)
         self.link.route(topics.all_swarm_states(), self.intake.on_swarm_state)
+        self.link.route(topics.discover(), self.intake.on_discover)
         self.link.on_connect(self.intake.on_connect)
         self.remote_log = RemoteLog(  # the root logger's while run() runs; thread-safe
             self.node_id,
@@ -111,6 +115,7 @@ class EdgeAgent:
                     topics.my_assignments(self.node_id),
                     topics.all_swarm_states(),
                     topics.my_grants(self.node_id),
+                    topics.discover(),
                 ]
                 if self.link.subscribe(filters, wait=10.0):
                     return True
@@ -192,6 +197,10 @@ class EdgeAgent:
             return
         if isinstance(event, WorkerCrashed):
             raise RuntimeError(f"the worker thread died: {event.error}")
+        if isinstance(event, DiscoverRequested):  # answered by the heartbeat, within the rate limit
+            self.intake.discover_pending.clear()
+            self._next_heartbeat = min(self._next_heartbeat, self._announced + DISCOVER_MIN_INTERVAL_SECONDS)
+            return
         for action in self.book.handle(event):
             self._act(action)
         if isinstance(event, SwarmEnded):
@@ -216,8 +225,14 @@ class EdgeAgent:
         running = self.book.running
         state: NodeState = "busy" if running is not None else "online"
         status = self._status(state, running=running.label if running is not None else None)
-        self._next_heartbeat = time.monotonic() + self.heartbeat_seconds
+        self._announced = time.monotonic()
+        self._next_heartbeat = self._announced + self.heartbeat_seconds
         self.link.publish(topics.node_status(self.node_id), status.to_bytes(), retain=True)
+
+    def _will(self, link: int) -> Will:
+        """The offline status the broker publishes if connection number ``link`` breaks (any thread)."""
+        will = NodeStatus(self.node_id, "offline", sorted(self.config.datasets), self.session, agent=AGENT, link=link)
+        return Will(topics.node_status(self.node_id), will.to_bytes())
 
     def _status(self, state: NodeState, running: str | None) -> NodeStatus:
         return NodeStatus(
@@ -229,6 +244,8 @@ class EdgeAgent:
             rejected=self.reject.as_dict(),
             agent=AGENT,
             heartbeat=round(time.time(), 3),
+            link=self.link.connections,
+            server=self.link.server,
             interval=self.heartbeat_seconds,
             task_started=self.task_clock.started(self.book.running if running is not None else None),
             last_error=self.remote_log.last_error,

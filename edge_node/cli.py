@@ -27,7 +27,10 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="The node's TOML config.")
-@click.option("--broker", help="Override the config's broker URL (credentials stay in node.toml).")
+@click.option(
+    "--broker",
+    help="Override the config's broker URL, or a cluster's: mqtt://h1:1883,h2:1883 (credentials stay in node.toml).",
+)
 @click.option("--mqtt-version", type=click.Choice(["auto", "5", "3.1.1"]), help="Override broker.version.")
 @click.option(
     "--trust-key",

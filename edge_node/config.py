@@ -7,7 +7,9 @@ data_dir = "~/.manta-node"   # code/globals cache and task working dirs
 heartbeat = 30.0             # optional: seconds between status republishes, > 0
 
 [broker]
-url = "mqtts://broker.local:8883"  # mqtts:// for TLS (the tls_* files need it), mqtt:// without
+url = "mqtts://broker.local:8883"  # mqtts:// for TLS (the tls_* files need it), mqtt:// without;
+                                   #   a cluster: every member, "mqtts://b1:8883,b2:8883,b3" (the
+                                   #   agent moves to a live one when its own dies)
 tls_ca = "/etc/manta/ca.crt"       # the CA that signed the broker's certificate (default: the system's)
 tls_cert = "/etc/manta/node.crt"   # this node's client certificate (CN = node id) and its key;
 tls_key = "/etc/manta/node.key"    #   chmod 600 the key: the agent warns when others can read it

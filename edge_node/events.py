@@ -61,6 +61,11 @@ class Connected:
     """The link (re)connected: time to announce ourselves and deliver the outbox."""
 
 
+@dataclass(frozen=True)
+class DiscoverRequested:
+    """A coordinator asked every node for its status (one pending at a time: see ``Intake``)."""
+
+
 # --- from the worker thread ----------------------------------------------------------------------
 
 
@@ -86,4 +91,4 @@ class WorkerCrashed:
 
 
 BookEvent = AssignmentArrived | SwarmEnded | Connected | JobStarted | JobFinished
-Event = BookEvent | WorkerCrashed
+Event = BookEvent | WorkerCrashed | DiscoverRequested

@@ -8,13 +8,14 @@ counter and the main thread's inbox. Whatever they accept reaches the main threa
 from __future__ import annotations
 
 import queue
+import threading
 
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.limits import MAX_ASSIGNMENT_BYTES
-from manta_mqtt.protocol.messages import Assignment, ProtocolError, SwarmState
+from manta_mqtt.protocol.messages import Assignment, Discover, ProtocolError, SwarmState
 from manta_mqtt.protocol.rejections import Rejections
 
-from .events import AssignmentArrived, Connected, Event, SwarmEnded
+from .events import AssignmentArrived, Connected, DiscoverRequested, Event, SwarmEnded
 
 
 class Intake:
@@ -24,6 +25,7 @@ class Intake:
         self.node_id = node_id
         self.reject = reject
         self.inbox = inbox
+        self.discover_pending = threading.Event()  # set here, cleared by the main thread: one queued at most
 
     def on_assignment(self, topic: str, payload: bytes, _retained: bool) -> None:
         if not payload:
@@ -52,6 +54,19 @@ class Intake:
             return
         if state.terminal:
             self.inbox.put(SwarmEnded(state.swarm, state.state))
+
+    def on_discover(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Answered by the main thread with a status, at most once per second however many come."""
+        try:
+            Discover.parse(payload)
+        except ProtocolError as exc:
+            self.reject("malformed", f"discover request on {topic}: {exc}")
+            return
+        if retained:  # a stale request: our status goes out on connecting anyway
+            return
+        if not self.discover_pending.is_set():
+            self.discover_pending.set()
+            self.inbox.put(DiscoverRequested())
 
     def on_connect(self) -> None:
         self.inbox.put(Connected())

@@ -179,4 +179,5 @@ def send_chunks(link: MqttLink, node: str, grant: UploadGrant, store: BlobStore)
             start, end = info.span(index)
             handle.seek(start)
             piece = handle.read(end - start)
-            link.publish(topics.upload_chunk(grant.swarm, node, grant.sha, index), Chunk(info, index, piece).to_bytes())
+            payload = Chunk(info, index, piece).to_bytes()  # QoS 0: what does not come is granted again
+            link.publish(topics.upload_chunk(grant.swarm, node, grant.sha, index), payload, qos=0)

@@ -34,7 +34,7 @@ from manta_mqtt.protocol.signing import Untrusted
 from manta_mqtt.runtime.executor import TaskOutcome
 from manta_mqtt.runtime.host import Value as HostValue
 from manta_mqtt.runtime.pool import TaskProcesses
-from manta_mqtt.transport.blobs import BlobFetcher
+from manta_mqtt.transport.blob_fetcher import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink
 
 from .cache import BlobCache, prune_quietly

@@ -135,7 +135,7 @@ def test_operators_steer_swarms_nodes_only_log_as_themselves(secured: MosquittoP
     try:
         for operator in (coordinator, monitor):
             assert operator.subscribe(
-                ["manta/v1/swarms/+/control", topics.all_node_logs(), "$SYS/broker/version"], wait=5
+                ["manta/v2/swarms/+/control", topics.all_node_logs(), "$SYS/broker/version"], wait=5
             )
         # a node's forgeries first, then its own log line: the broker keeps one publisher's order
         n1.publish(topics.swarm_control("s1"), b'{"stop": "n1"}')

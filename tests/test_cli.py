@@ -74,7 +74,7 @@ def test_the_whole_command_line(tmp_path: Path, start_nodes) -> None:  # type: i
         assert [(r["node"], r["state"]) for r in table] == [("n1", "online"), ("n2", "online")]
 
         watched = cli("watch", "--broker", url, "--mqtt-version", "3.1.1", "--seconds", "1.5")
-        assert "manta/v1/nodes/n1/status online" in watched.stdout
+        assert "manta/v2/nodes/n1/status online" in watched.stdout
         assert "stopped iteration=2" in watched.stdout  # the swarm's retained final state
     finally:
         broker_proc.terminate()

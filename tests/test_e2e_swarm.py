@@ -16,7 +16,9 @@ import pytest
 from manta_mqtt.coordinator.coordinator import Coordinator, CoordinatorOptions, RunSummary
 from manta_mqtt.coordinator.progress import ConsoleProgress
 from manta_mqtt.coordinator.store import RunStore
+from manta_mqtt.protocol import topics
 from manta_mqtt.swarm import load_swarm
+from manta_mqtt.tools import fleet
 from manta_mqtt.tools.watch import node_table
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
@@ -61,7 +63,8 @@ def check_counter_results(store: RunStore, nodes: list[str], rounds: int) -> Non
 
 
 def test_counter_swarm_runs_to_stop(broker: BrokerUnderTest, tmp_path: Path, start_nodes) -> None:  # type: ignore[no-untyped-def]
-    """Three node processes, three iterations, exact results; chunking used both ways."""
+    """Three node processes, three iterations, exact results; chunking used both ways. Blobs are
+    served as the nodes ask, never retained: the swarm leaves only its final state on the broker."""
     ids = ["n1", "n2", "n3"]
     start_nodes(broker, ids, {"numbers.npy": numbers(tmp_path)})
     summary = run_swarm(COUNTER, broker, tmp_path / "runs", len(ids))
@@ -72,6 +75,9 @@ def test_counter_swarm_runs_to_stop(broker: BrokerUnderTest, tmp_path: Path, sta
     store = RunStore.open(summary.store_path)
     check_counter_results(store, ids, 3)
     assert store.meta("final")["state"] == "stopped"
+    with fleet.connected(BrokerAddress.parse(broker.url), broker.version, "check") as link:
+        left = fleet.retained(link, f"{topics.ROOT}/swarms/#")
+    assert list(left) == [topics.swarm_state(summary.swarm_id)], "only the final state stays retained"
 
 
 def test_node_status_is_readable_json_and_goes_offline(broker: BrokerUnderTest, tmp_path: Path, start_nodes) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +94,7 @@ def test_node_status_is_readable_json_and_goes_offline(broker: BrokerUnderTest, 
     link = MqttLink("raw-reader", address, version=broker.version, session_expiry=0)
     link.route("#", lambda t, p, r: raw.append(p))
     assert link.start()
-    link.subscribe("manta/v1/nodes/watched/status", qos=0)
+    link.subscribe("manta/v2/nodes/watched/status", qos=0)
     time.sleep(0.5)
     link.stop()
     assert raw and raw[-1].decode().startswith("{") and '"state": "online"' in raw[-1].decode()
@@ -107,8 +113,8 @@ GARBAGE = [
     b"",
     b"\x00\xff garbage \xc1",
     b"{not json",
-    b'{"v": 2, "node": "n1", "state": "online"}',
-    b'{"v": 1, "node": "n1", "state": "dancing"}',
+    b'{"v": 1, "node": "n1", "state": "online"}',  # protocol v1
+    b'{"v": 2, "node": "n1", "state": "dancing"}',
     bytes(range(256)) * 40,
 ]
 
@@ -121,12 +127,12 @@ def msgpack_garbage(swarm_id: str) -> list[bytes]:
         # well-formed, but claims another node than its topic (forged) or a step long gone (late)
         ResultEnvelope(swarm_id, 0, "worker", "intruder", 0, "ok", {"val": b"x"}).to_bytes(),
         ResultEnvelope(swarm_id, 999, "worker", "n1", 0, "ok", {"val": b"x"}).to_bytes(),
-        codec.encode({"v": 2, "swarm": "x"}),
+        codec.encode({"v": 1, "swarm": "x"}),
         codec.encode(
-            {"v": 1, "swarm": "no-such-swarm", "iteration": 0, "task": "worker", "node": "n1", "status": "ok"}
+            {"v": 2, "swarm": "no-such-swarm", "iteration": 0, "task": "worker", "node": "n1", "status": "ok"}
         ),
         codec.encode([1, 2, 3]),
-        codec.encode({"v": 1}),
+        codec.encode({"v": 2}),
     ]
 
 
@@ -136,18 +142,20 @@ def flood(address: BrokerAddress, version: str, swarm_id: str, stop: threading.E
     assert link.start()
     sha = "ab" * 32
     targets = [
-        "manta/v1/nodes/n1/status",
-        "manta/v1/nodes/intruder/status",
-        f"manta/v1/swarms/{swarm_id}/results/n1",
-        f"manta/v1/swarms/{swarm_id}/results/intruder",
-        f"manta/v1/swarms/{swarm_id}/uploads/n1/{sha}/0",
-        f"manta/v1/swarms/{swarm_id}/uploads/n2/{'zz' * 32}/0",
-        f"manta/v1/swarms/{swarm_id}/assign/n1",
-        f"manta/v1/swarms/{swarm_id}/assign/n2",
-        "manta/v1/swarms/other-swarm/assign/n1",
-        f"manta/v1/swarms/{swarm_id}/state",
-        f"manta/v1/swarms/{swarm_id}/blobs/{sha}",
-        f"manta/v1/swarms/{swarm_id}/blobs/{sha}/0",
+        "manta/v2/nodes/n1/status",
+        "manta/v2/nodes/intruder/status",
+        f"manta/v2/swarms/{swarm_id}/results/n1",
+        f"manta/v2/swarms/{swarm_id}/results/intruder",
+        f"manta/v2/swarms/{swarm_id}/uploads/n1/{sha}/0",
+        f"manta/v2/swarms/{swarm_id}/uploads/n2/{'zz' * 32}/0",
+        f"manta/v2/swarms/{swarm_id}/assign/n1",
+        f"manta/v2/swarms/{swarm_id}/assign/n2",
+        "manta/v2/swarms/other-swarm/assign/n1",
+        f"manta/v2/swarms/{swarm_id}/state",
+        f"manta/v2/swarms/{swarm_id}/blobs/{sha}/0",
+        f"manta/v2/swarms/{swarm_id}/want/n1",
+        f"manta/v2/swarms/{swarm_id}/want/intruder",
+        "manta/v2/discover",
     ]
     payloads = GARBAGE + msgpack_garbage(swarm_id)
     sent = 0

@@ -82,7 +82,7 @@ def drain(inbox: queue.Queue[Event]) -> list[Event]:
 
 
 def results(link: FakeLink) -> list[ResultEnvelope]:
-    return [ResultEnvelope.parse(p) for t, p in link.published if t == "manta/v1/swarms/sw/results/n1"]
+    return [ResultEnvelope.parse(p) for t, p in link.published if t == "manta/v2/swarms/sw/results/n1"]
 
 
 def test_a_job_runs_and_its_result_is_kept_then_delivered(tmp_path: Path) -> None:

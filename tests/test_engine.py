@@ -6,11 +6,21 @@ import threading
 
 import pytest
 
-from manta_mqtt.coordinator.engine import Checkpoint, OpenStep, Phase, RunState, TaskFinished, TaskWrites, Timing
+from manta_mqtt.coordinator.engine import (
+    Checkpoint,
+    OpenStep,
+    Phase,
+    RunState,
+    StatusChanged,
+    TaskFinished,
+    TaskWrites,
+    Timing,
+)
 from manta_mqtt.coordinator.engine import actions as act
 from manta_mqtt.ownership import WrongThread
 from manta_mqtt.protocol import codec
 from manta_mqtt.protocol.chunking import sha256
+from manta_mqtt.protocol.messages import NodeStatus
 from tests.engine_world import INITIAL, SWARM, World, assigned, blob, fl_graph, only, ref
 
 
@@ -298,6 +308,21 @@ def test_a_restarted_node_is_asked_again() -> None:
     world = running()
     assert assigned(world.online("n1", session=1)) == {}  # a status repeated: nothing
     assert assigned(world.online("n1", session=2)) == {"n1": 0}  # a new session: it lost its task
+
+
+def test_a_node_that_reconnected_is_asked_again_and_its_late_will_is_ignored() -> None:
+    """A new ``link`` (the node reconnected, maybe to another cluster member that never had its
+    session): what was sent to it may be lost, so it is asked again. The will of its earlier
+    connection, delivered after that (a cluster member delivers it late), changes nothing."""
+    world = running()
+    status = NodeStatus("n1", "online", ["numbers.npy"], 1, link=1)
+    world.feed(StatusChanged(status))
+    assert assigned(world.feed(StatusChanged(status))) == {}  # a heartbeat of the same connection
+    assert assigned(world.feed(StatusChanged(NodeStatus("n1", "online", ["numbers.npy"], 1, link=2)))) == {"n1": 0}
+    out = world.feed(StatusChanged(NodeStatus("n1", "offline", ["numbers.npy"], 1, link=1)))
+    assert not only(out, act.RecordRun) and not only(out, act.Warn)
+    assert world.engine.run.fleet["n1"].state == "online"
+    assert act.StepDone(0, "worker", 2, 2) in (world.result("n2") + world.result("n1"))
 
 
 def test_past_the_hard_deadline_missing_nodes_fail_and_on_short_fail_ends_the_swarm() -> None:

@@ -1,7 +1,9 @@
 """The bytes on the wire, pinned: every message type, encoded from fixed values, hashes to what
-protocol v1 sent when it was first released (recorded with commit 141ba79), or to what a
-deliberate, documented addition made of it (marked). A refactor that changes one byte of any
-message fails here; a change that older peers cannot read is protocol v2."""
+protocol v2 sends as released now (recorded when v2 replaced v1: "v": 2 in every message,
+BlobRequest and Discover instead of the retained BlobMeta, NodeStatus's link and server, the
+signature's v2 context). A refactor that changes one byte of any message fails here; a
+deliberate, documented addition that v2 peers still read re-records its hash, marked with a
+comment saying what it added; a change that v2 peers cannot read is protocol v3."""
 
 from __future__ import annotations
 
@@ -14,17 +16,31 @@ from manta_mqtt.protocol import codec
 from manta_mqtt.protocol.chunking import BlobInfo
 from manta_mqtt.protocol.messages import (
     Assignment,
-    BlobMeta,
     BlobRef,
+    BlobRequest,
     Chunk,
     CodeRef,
+    Discover,
+    NodeLog,
     NodeStatus,
+    ProtocolError,
     ResultEnvelope,
+    SwarmControl,
     SwarmState,
+    UploadGrant,
 )
+from manta_mqtt.protocol.signing import OwnerKey
 
 SHA = "ab" * 32
 SHA2 = "cd" * 32
+
+
+def owner() -> OwnerKey:
+    """A fixed owner key: Ed25519 signatures are deterministic, so a signed assignment is pinned too."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return OwnerKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+
 
 MESSAGES = {
     "node_status": NodeStatus(
@@ -40,6 +56,8 @@ MESSAGES = {
         {},
         "manta-mqtt 0.1.0",
         1795000123.5,
+        link=2,
+        server="broker-2:1883",
         interval=30.0,
         uptime=3600.5,
         cpu=12.5,
@@ -54,11 +72,19 @@ MESSAGES = {
         last_error="ValueError: x",
     ),
     "swarm_state": SwarmState("sw", "name", "running", 3, "worker", 2, 3, {"val_acc": 0.96, "loss": 0.12}, ""),
-    "blob_meta_inline": BlobMeta(BlobInfo(SHA, 3, 1024), b"abc"),
-    "blob_meta": BlobMeta(BlobInfo(SHA, 4096, 1024)),
+    "discover": Discover("coordinator-sw"),
+    "blob_request": BlobRequest("sw", "n1", SHA, 8, 8),
     "chunk": Chunk(BlobInfo(SHA, 2048, 1024), 1, b"\x01" * 1024),
+    "chunk_only": Chunk(BlobInfo(SHA, 3, 1024), 0, b"abc"),  # a blob of one chunk is just its chunk 0
+    "upload_grant": UploadGrant("sw", "n1", SHA, 4096, 1024, 2, 2),
     "assignment": Assignment(
         "sw", 3, "worker", 1, CodeRef(SHA, "worker"), {"model": SHA2, "hp": SHA}, ["a.npz"], 300.0
+    ),
+    "assignment_signed": owner().sign(
+        "n1",
+        Assignment(
+            "sw", 3, "worker", 1, CodeRef(SHA, "worker"), {"model": SHA2}, [], 300.0, sizes={SHA: 5000, SHA2: 12}
+        ),
     ),
     "envelope": ResultEnvelope(
         "sw",
@@ -75,19 +101,26 @@ MESSAGES = {
         1.83,
     ),
     "envelope_failed": ResultEnvelope("sw", 0, "worker", "n2", 0, "failed", error="Traceback", duration=0.5),
+    "swarm_control": SwarmControl("sw", "stop", "enough", "ops"),
+    "node_log": NodeLog.make("n1", 1795000000.25, "error", "edge_node", "task failed", "line 1\nline 2", 3),
 }
 
-PINNED = {
-    "node_status": "1a8c010670bf5121cc09843b5e0b51082fe55c7873fa1357fc74b95ac6357bcb",  # + heartbeat
-    "node_status_offline": "745d89dd58118e333dda51f22c337a985c57da4f78302d9f080200b5984ec702",  # + heartbeat
-    "node_status_health": "8a09842ab29449a8e02fd22e515cbcbae7f09457d558b23ced9c14fa3cf0b115",  # + health fields
-    "swarm_state": "a67398245779fcd281fa516864fe421bccd07b565fd2514375f17c5bb9755e88",  # + updated
-    "blob_meta_inline": "536456ab5655d6a049a5004258b0729c0b2c97928cf790a5848f5aeb4e1311e7",
-    "blob_meta": "202ff965dbb8acc34d0cf3c2ff9993da6553d81d5fe5227a7ad56d304a84dcbf",
-    "chunk": "aa565775ec818fc9b8ec69cab81231610d0899d8cc264c46eff7349113d1b1e8",
-    "assignment": "6c2cdfe8cbd68db758efa41cf4b47b7a49b0e9090dcb3ed840340493152b7eef",
-    "envelope": "7934079580454b5581c47b881697d4dc70540c89af63a9df873e34c6c9a80cb9",
-    "envelope_failed": "03e08821ed6c86d6c8817fc89ffaa4b6f25d5179971d954a8025b719af80d66b",
+PINNED = {  # recorded with protocol v2 as released
+    "node_status": "3aa22801215d6b15c042dac20e7a7d2bdc13f503f84c06df6ee10fc3ec6634e0",
+    "node_status_offline": "e6b6106ec2d192d989f6c4f368018188c1fdae89901244e891cdfba49685e1b4",
+    "node_status_health": "e5079e74d496120a1260250a1258f6a433dad118b032fd22c11cbbbff30bdaea",
+    "swarm_state": "46634f911d6bd1a8862521f160eac3e83fd4162e7f124e7b80b4a0bae030375c",
+    "discover": "96d65a317bf8309d8903221d2f7c74ece0038ec761afbcfdc62a6ee19945cac2",
+    "blob_request": "08680558164cb4488b245b10dbda7bb8c30a3e6467e940f50c6ed4ca8ffd6a77",
+    "chunk": "934ee1b13373ce7cdbbd76740c562cc60bf53ee5636a9b26a3605e54b699e520",
+    "chunk_only": "00c5af776e9675f1fd08a890341e9a735bd1868f68fa7f0303518d2f71b5f44d",
+    "upload_grant": "a6aa4bb898569b9709866a32c8ea94ebe8bb6ac094561a452217dddb51f9e928",
+    "assignment": "f88b67a96b4959396d26d4dfa676578731e027b1e813996050377082c043cb93",
+    "assignment_signed": "fdb11fa9b3e3852ac395f376f2dd2d9392d2db4a658d4c6b29b1319e6b581b9c",
+    "envelope": "7dd30b0f4836c7fd768687fcbcdb8b7926540bebc8948d793b7cd39ff2a822c0",
+    "envelope_failed": "aff60f43f3fae992b9b40b508a17b227c6f79722700328c1ebfbb2af4da1c704",
+    "swarm_control": "edbb011e61dbf126d415e3eef73c65e83ce460fe01fa534465b77b3a0c5cb321",
+    "node_log": "3ccb2d356ab163c3060b47b35d795523426e1e6b29dd8aecdf0fc90ff81b70f0",
     "codec_values": "2ebb7f35bbf210f67b372f68cfbd2d221ef7e2430688185c9faa4de236577380",
 }
 
@@ -102,9 +135,12 @@ def test_codec_bytes_are_pinned() -> None:
     assert hashlib.sha256(codec.encode(value)).hexdigest() == PINNED["codec_values"]
 
 
-def test_a_status_from_a_0_1_0_node_still_parses() -> None:
-    """Before the heartbeat field, a node's status had no "heartbeat": it reads as 0."""
-    old = b'{"agent": "manta-mqtt 0.1.0", "datasets": [], "node": "n1", "rejected": {}, "running": null, '
-    old += b'"session": 5, "state": "online", "v": 1}'
-    status = NodeStatus.parse(old)
-    assert (status.node, status.state, status.heartbeat) == ("n1", "online", 0.0)
+def test_a_v1_message_is_refused_and_a_minimal_v2_status_parses() -> None:
+    """A v1 peer's status ("v": 1) is not half understood as v2: it is refused. A v2 status with
+    only the required fields reads with the defaults (no heartbeat, link 0, no server)."""
+    v1 = b'{"agent": "manta-mqtt 0.1.0", "datasets": [], "node": "n1", "rejected": {}, "running": null, '
+    v1 += b'"session": 5, "state": "online", "v": 1}'
+    with pytest.raises(ProtocolError, match="version 1"):
+        NodeStatus.parse(v1)
+    status = NodeStatus.parse(v1.replace(b'"v": 1', b'"v": 2'))
+    assert (status.node, status.state, status.heartbeat, status.link, status.server) == ("n1", "online", 0.0, 0, "")

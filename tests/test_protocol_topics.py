@@ -1,4 +1,4 @@
-"""Topic layout of protocol v1: builders, filters and the validating parser."""
+"""Topic layout of protocol v2: builders, filters and the validating parser."""
 
 from __future__ import annotations
 
@@ -15,43 +15,20 @@ SHA = "0123456789abcdef" * 4
 SHA2 = "f" * 64
 
 _ALNUM = string.ascii_letters + string.digits
-valid_ids = st.builds(str.__add__, st.sampled_from(_ALNUM), st.text(_ALNUM + "_.-", max_size=63))
+valid_ids = st.builds(str.__add__, st.sampled_from(_ALNUM), st.text(_ALNUM + "_-", max_size=63))
 valid_shas = st.text("0123456789abcdef", min_size=64, max_size=64)
 indices = st.integers(min_value=0, max_value=999_999_999)
 
+# "." too: a level separator to NATS and RabbitMQ, so ids have refused it since protocol v2
 BAD_IDS = [
-    "a/b",
-    "/a",
-    "a/",
-    "+",
-    "a+b",
-    "#",
-    "a#",
-    "",
-    "x" * 65,
-    "n\u00f6de",
-    "\u8282\u70b9",
-    "a b",
-    "-leading-dash",
-    "_leading_underscore",
-    ".hidden",
-    "a\x00b",
-    "a\tb",
-]
+    "a/b", "/a", "a/", "+", "a+b", "#", "a#", "", "x" * 65, "n\u00f6de", "\u8282\u70b9", "a b", "-leading-dash",
+    "_leading_underscore", ".hidden", "a.b", "Node_1.edge-2", "n1.", "a\x00b", "a\tb",
+]  # fmt: skip
 
 BAD_SHAS = [
-    "",
-    "a" * 63,
-    "a" * 65,
-    SHA.upper(),
-    "A" + SHA[1:],
-    "g" * 64,
-    "0x" + "a" * 62,
-    " " + "a" * 63,
-    "a" * 32 + "/" + "a" * 31,
-    "+",
-    "#",
-]
+    "", "a" * 63, "a" * 65, SHA.upper(), "A" + SHA[1:], "g" * 64, "0x" + "a" * 62, " " + "a" * 63,
+    "a" * 32 + "/" + "a" * 31, "+", "#",
+]  # fmt: skip
 
 
 # --- builders round-trip through parse ---------------------------------------------------------
@@ -61,7 +38,7 @@ def test_ids_at_bounds_are_accepted():
     """A 1-char and a 64-char id are both legal topic levels."""
     assert topics.check_id("a") == "a"
     assert topics.check_id("x" * 64) == "x" * 64
-    assert topics.check_id("Node_1.edge-2") == "Node_1.edge-2"
+    assert topics.check_id("Node_1-edge_2") == "Node_1-edge_2"
 
 
 @given(node=valid_ids)
@@ -94,12 +71,12 @@ def test_swarm_state_round_trips(swarm):
     assert topics.parse(topic) == Topic(Kind.SWARM_STATE, swarm=swarm)
 
 
-@given(swarm=valid_ids, sha=valid_shas)
-def test_blob_meta_round_trips(swarm, sha):
-    """swarms/{swarm}/blobs/{sha} parses back to BLOB_META with swarm and sha."""
-    topic = topics.blob_meta(swarm, sha)
-    assert topic == f"{ROOT}/swarms/{swarm}/blobs/{sha}"
-    assert topics.parse(topic) == Topic(Kind.BLOB_META, swarm=swarm, sha=sha)
+@given(swarm=valid_ids, node=valid_ids)
+def test_blob_request_round_trips(swarm, node):
+    """swarms/{swarm}/want/{node} parses back to BLOB_REQUEST with both ids."""
+    topic = topics.blob_request(swarm, node)
+    assert topic == f"{ROOT}/swarms/{swarm}/want/{node}"
+    assert topics.parse(topic) == Topic(Kind.BLOB_REQUEST, swarm=swarm, node=node)
 
 
 @given(swarm=valid_ids, sha=valid_shas, index=indices)
@@ -142,19 +119,21 @@ def test_chunk_index_zero_and_nine_digits():
 
 
 def test_subscription_filters():
-    """The filters put wildcards only where the layout expects them, under the v1 root."""
+    """The filters put wildcards only where the layout expects them, under the v2 root."""
     assert topics.all_node_status() == f"{ROOT}/nodes/+/status"
     assert topics.all_swarm_states() == f"{ROOT}/swarms/+/state"
     assert topics.my_assignments("n1") == f"{ROOT}/swarms/+/assign/n1"
     assert topics.swarm_results("s1") == f"{ROOT}/swarms/s1/results/+"
     assert topics.swarm_uploads("s1") == f"{ROOT}/swarms/s1/uploads/#"
+    assert topics.blob_chunks("s1", SHA) == f"{ROOT}/swarms/s1/blobs/{SHA}/+"
+    assert topics.swarm_blob_requests("s1") == f"{ROOT}/swarms/s1/want/+"
     assert topics.everything() == f"{ROOT}/#"
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_filters_reject_bad_ids(bad):
     """Filters that embed an id refuse one that could widen the subscription."""
-    for build in (topics.my_assignments, topics.swarm_results, topics.swarm_uploads):
+    for build in (topics.my_assignments, topics.swarm_results, topics.swarm_uploads, topics.swarm_blob_requests):
         with pytest.raises(TopicError):
             build(bad)
 
@@ -182,8 +161,10 @@ def test_builders_reject_bad_ids(bad):
     builders = [
         lambda: topics.node_status(bad),
         lambda: topics.swarm_state(bad),
-        lambda: topics.blob_meta(bad, SHA),
+        lambda: topics.blob_request(bad, "n"),
+        lambda: topics.blob_request("s", bad),
         lambda: topics.blob_chunk(bad, SHA, 0),
+        lambda: topics.blob_chunks(bad, SHA),
         lambda: topics.assignment(bad, "n"),
         lambda: topics.assignment("s", bad),
         lambda: topics.results(bad, "n"),
@@ -200,7 +181,8 @@ def _topics_with_id(bad: str) -> list[str]:
     return [
         f"{ROOT}/nodes/{bad}/status",
         f"{ROOT}/swarms/{bad}/state",
-        f"{ROOT}/swarms/{bad}/blobs/{SHA}",
+        f"{ROOT}/swarms/{bad}/want/n",
+        f"{ROOT}/swarms/s/want/{bad}",
         f"{ROOT}/swarms/{bad}/blobs/{SHA}/0",
         f"{ROOT}/swarms/{bad}/assign/n",
         f"{ROOT}/swarms/s/assign/{bad}",
@@ -237,7 +219,7 @@ def test_shas_must_be_64_lowercase_hex(bad):
     with pytest.raises(TopicError):
         topics.check_sha(bad)
     for build in (
-        lambda: topics.blob_meta("s", bad),
+        lambda: topics.blob_chunks("s", bad),
         lambda: topics.blob_chunk("s", bad, 0),
         lambda: topics.upload_chunk("s", "n", bad, 0),
     ):
@@ -245,7 +227,6 @@ def test_shas_must_be_64_lowercase_hex(bad):
             build()
     if "/" not in bad:
         for topic in (
-            f"{ROOT}/swarms/s/blobs/{bad}",
             f"{ROOT}/swarms/s/blobs/{bad}/0",
             f"{ROOT}/swarms/s/uploads/n/{bad}/0",
         ):
@@ -267,7 +248,7 @@ def test_check_sha_rejects_non_strings(bad):
         lambda: topics.check_sha(SHA + "\n"),
         lambda: topics.node_status("node\n"),
         lambda: topics.parse(f"{ROOT}/nodes/node\n/status"),
-        lambda: topics.parse(f"{ROOT}/swarms/s/blobs/{SHA}\n"),
+        lambda: topics.parse(f"{ROOT}/swarms/s/blobs/{SHA}\n/0"),
     ],
     ids=["check_id", "check_sha", "builder", "parse_id", "parse_sha"],
 )
@@ -285,12 +266,13 @@ def test_trailing_newline_is_rejected(check):
     [
         "",
         "manta",
-        "manta/v1",
-        "manta/v1/",
-        "manta/v2/nodes/n/status",
-        "Manta/v1/nodes/n/status",
-        "other/v1/nodes/n/status",
-        "/manta/v1/nodes/n/status",
+        "manta/v2",
+        "manta/v2/",
+        "manta/v1/nodes/n/status",
+        "manta/v1/discover",
+        "Manta/v2/nodes/n/status",
+        "other/v2/nodes/n/status",
+        "/manta/v2/nodes/n/status",
         "$SYS/broker/uptime",
         "nodes/n/status",
         f"{ROOT}/nodes/n",
@@ -301,7 +283,14 @@ def test_trailing_newline_is_rejected(check):
         f"{ROOT}/swarms/s",
         f"{ROOT}/swarms/s/status",
         f"{ROOT}/swarms/s/blobs",
+        f"{ROOT}/swarms/s/blobs/{SHA}",
+        f"{ROOT}/swarms/s/blobs/{SHA}/+",
         f"{ROOT}/swarms/s/blobs/{SHA}/0/1",
+        f"{ROOT}/swarms/s/want",
+        f"{ROOT}/swarms/s/want/+",
+        f"{ROOT}/swarms/s/want/n/x",
+        f"{ROOT}/discover/n",
+        f"{ROOT}/nodes/n/discover",
         f"{ROOT}/swarms/s/assign",
         f"{ROOT}/swarms/s/assign/n/x",
         f"{ROOT}/swarms/s/results",
@@ -318,7 +307,8 @@ def test_trailing_newline_is_rejected(check):
     ],
 )
 def test_unknown_layouts_and_other_roots(topic):
-    """Anything that is not exactly one of the v1 layouts (filters included) raises TopicError."""
+    """Anything that is not exactly one of the v2 layouts (filters included) raises TopicError:
+    v1 topics too, and the v1 blob meta topic, gone in v2."""
     with pytest.raises(TopicError):
         topics.parse(topic)
 

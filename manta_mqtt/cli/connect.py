@@ -23,7 +23,10 @@ from .profile import Profile, ProfileError, find
 
 __all__ = ["broker_address", "broker_options"]
 
-BROKER_HELP = "Broker URL, mqtt:// or mqtts:// (default: the profile's, else mqtt://127.0.0.1:1883)."
+BROKER_HELP = (
+    "Broker URL, mqtt:// or mqtts://; a cluster: every member, mqtt://h1:1883,h2:1883 "
+    "(default: the profile's, else mqtt://127.0.0.1:1883)."
+)
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 VERSION_CHOICE = click.Choice(["auto", "5", "3.1.1"])
 VERSION_HELP = "MQTT version: auto tries 5, then 3.1.1 (use 3.1.1 with the embedded broker)."

@@ -268,7 +268,7 @@ def nodes(
     mqtt_version: str,
     as_json: bool,
 ) -> None:
-    """List the nodes the broker knows, from their retained status."""
+    """List the nodes the broker knows: their retained statuses, and those nodes send when asked."""
     from ..tools.watch import node_table
 
     try:
@@ -289,7 +289,7 @@ def nodes(
 @cli.command()
 @broker_options
 @click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
-@click.option("--topic", default="manta/v1/#", show_default=True, help="MQTT topic filter to subscribe to.")
+@click.option("--topic", default="manta/v2/#", show_default=True, help="MQTT topic filter to subscribe to.")
 @click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
 def watch(
     address: BrokerAddress,

@@ -28,7 +28,7 @@ def _row(s: SwarmState, now: float) -> str:
 @broker_options
 @click.option("--mqtt-version", type=VERSION_CHOICE, default="auto", show_default=True, help=VERSION_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--prune", is_flag=True, help="Clear the retained state and blobs of every swarm that ended.")
+@click.option("--prune", is_flag=True, help="Clear the retained state of every swarm that ended.")
 @click.option(
     "--older-than",
     type=float,

@@ -2,7 +2,7 @@
 
 network events -> engine -> actions carried out. Threads: paho's network thread runs the
 :class:`~.intake.Intake` only (parse, reassemble uploads, queue); the main thread (``run``) owns
-the engine, the upload puller (grants), the blob publisher, the progress display and every write
+the engine, the upload puller (grants), the blob server, the progress display and every write
 to the run store, and runs coordinator-placed tasks (each in a child process, answered by a serve thread).
 It owns those processes too (:class:`~..runtime.pool.TaskProcesses`): kept warm between runs, ended
 with the swarm.
@@ -19,13 +19,14 @@ import time
 from collections import deque
 
 from ..protocol import codec, topics
-from ..protocol.messages import BlobRef, CodeRef
+from ..protocol.messages import BlobRef, CodeRef, Discover
 from ..protocol.rejections import Rejections
 from ..protocol.signing import OwnerKey
 from ..runtime.pool import TaskProcesses
 from ..swarm.graph import SwarmGraph
 from ..swarm.swarm import Swarm
-from ..transport.blobs import BlobPublisher, UploadReceiver, chunk_size_for
+from ..transport.blob_server import BlobServer
+from ..transport.blobs import UploadReceiver, chunk_size_for
 from ..transport.mqtt import BrokerAddress, MqttLink
 from . import engine as eng
 from .assignments import AssignmentEncoder
@@ -83,7 +84,7 @@ class Coordinator:
         self._assignments: AssignmentEncoder | None = None  # sized, signed, encoded (main thread)
         self._store: RunStore | None = None
         self._link: MqttLink | None = None
-        self._publisher: BlobPublisher | None = None
+        self._server: BlobServer | None = None
         self._intake: Intake | None = None
         self._pulls: UploadPuller | None = None
         self._interrupt = threading.Event()  # set by interrupt(), from a signal handler or any thread
@@ -123,12 +124,18 @@ class Coordinator:
         link = self._link = MqttLink(
             f"coordinator-{self.swarm_id}", self.broker, version=options.mqtt_version, will=self._board.will()
         )
+        server = self._server = BlobServer(link, self.swarm_id, options.chunk_size, on_reject=self.reject)
         filters = self._intake.attach(link, self.swarm_id)
+        # bulk at QoS 0: what does not come is asked for again (grants, blob requests), and a QoS 1
+        # subscription costs a JetStream write per message on NATS (x3 in a cluster)
+        bulk = [topics.swarm_uploads(self.swarm_id), *server.filters]
         link.on_connect(lambda: self._board.republish(link))
+        link.on_connect(lambda: link.publish(topics.discover(), Discover(link.client_id).to_bytes(), qos=1))
         if not link.start():
             self._abandon(store)
             raise ConnectionError(link.failure_line)
-        if not link.subscribe(filters, wait=10.0):
+        reliable = [f for f in filters if f not in bulk]
+        if not (link.subscribe(reliable, wait=10.0) and link.subscribe(bulk, qos=0, wait=10.0)):
             refusal = link.refusal
             link.stop()
             self._abandon(store)
@@ -137,7 +144,7 @@ class Coordinator:
                 if refusal
                 else f"the broker at {self.broker} did not acknowledge our subscriptions (check its ACL)"
             )
-        self._publisher = BlobPublisher(link, self.swarm_id, options.chunk_size)
+        server.start()
         grants = GrantScheduler(window=options.upload_window, chunk_size=chunk_size_for(link, options.chunk_size))
         self._pulls = UploadPuller(link, self.swarm_id, grants, options.max_upload, self._intake.expect)
         verb = "resuming" if options.resume is not None else "swarm"
@@ -240,13 +247,13 @@ class Coordinator:
 
     def _do(self, action: act.Action) -> eng.Event | None:
         """Carry out one action; a coordinator-placed task's end comes back as an event."""
-        store, link, publisher, assignments = self._store, self._link, self._publisher, self._assignments
-        assert store is not None and link is not None and publisher is not None and assignments is not None
+        store, link, server, assignments = self._store, self._link, self._server, self._assignments
+        assert store is not None and link is not None and server is not None and assignments is not None
         match action:
-            case act.PublishBlob(sha=sha) if sha not in publisher.published:
-                publisher.publish_file(store.blobs.path(sha), sha)
+            case act.PublishBlob(sha=sha) if not server.offers(sha):
+                server.offer_file(store.blobs.path(sha), sha)
             case act.ClearBlobs(keep=keep):
-                publisher.clear_all_except(set(keep))
+                server.withdraw_all_except(set(keep))
             case act.Assign(node=node, assignment=assignment):
                 link.publish(topics.assignment(self.swarm_id, node), assignments.encode(assignment, node))
             case act.PublishState():
@@ -352,9 +359,9 @@ class Coordinator:
                     self._publish_state(act.PublishState(state, self._iteration(), reason=reason))
                 else:  # nothing ran: leave no retained state behind for a run that is not kept
                     self._board.clear(link)
-                if self._publisher is not None:
-                    self._publisher.clear_all_except(set())
         finally:  # a run that ended leaves no session on the broker; an interrupted one keeps it to --resume
+            if self._server is not None:
+                self._server.stop()
             link.stop(end_session=state is not eng.RunState.INTERRUPTED)
             if kept:
                 store.close()

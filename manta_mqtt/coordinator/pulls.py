@@ -62,7 +62,7 @@ class UploadPuller:
         self.max_size = max_size
         self.sent = 0  # grants published
         self._expired = 0  # the scheduler's count, as last logged
-        self._sessions: dict[str, int] = {}  # node -> the session of its last status
+        self._sessions: dict[str, tuple[int, int]] = {}  # node -> (session, link) of its last status
         self._owner = Owner("the upload puller")
 
     def observe(self, item: Received | None, engine: eng.Engine, now: float) -> bool:
@@ -79,12 +79,16 @@ class UploadPuller:
             self.scheduler.completed(item.sha)
         elif isinstance(item, eng.StatusChanged):
             status = item.status
+            known = self._sessions.get(status.node)
+            if known is not None and known[0] == status.session and status.link < known[1]:
+                return True  # an earlier connection's late will (the engine ignores it too)
             if status.state == "offline":
                 self.scheduler.pause(status.node)
             else:
-                restarted = self._sessions.get(status.node, status.session) != status.session
-                self.scheduler.resume(status.node, requeue=restarted)
-            self._sessions[status.node] = status.session
+                now_on = (status.session, status.link)
+                relinked = self._sessions.get(status.node, now_on) != now_on  # grants may be lost
+                self.scheduler.resume(status.node, requeue=relinked)
+            self._sessions[status.node] = (status.session, status.link)
         elif isinstance(item, eng.Reconnected):
             self.scheduler.requeue()  # grants sent while we were away may be lost
         return True

@@ -1,4 +1,4 @@
-"""Every limit a peer of protocol v1 must respect, named once.
+"""Every limit a peer of protocol v2 must respect, named once.
 
 A node or coordinator written in another language needs these numbers as much as the topic
 layout, so they live here, and docs/protocol.md (section *Limits*) states each one; a test
@@ -40,7 +40,7 @@ MAX_BLOB_BYTES = 1 * GiB
 
 # --- chunks ------------------------------------------------------------------------------------
 
-#: Smallest chunk size a ``BlobMeta`` or ``Chunk`` may declare. Enforced by every parser; a
+#: Smallest chunk size a ``Chunk`` or ``UploadGrant`` may declare. Enforced by every parser; a
 #: message declaring less is dropped and counted ``malformed``.
 MIN_CHUNK_SIZE = 1 * KiB
 
@@ -59,8 +59,9 @@ DEFAULT_INLINE_LIMIT_BYTES = 256 * KiB
 
 # --- flow control --------------------------------------------------------------------------------
 
-#: QoS 1 publishes one client keeps unacknowledged at a time. Enforced by the publisher itself
-#: (``MqttLink``): a further publish waits for an acknowledgement; nothing is dropped.
+#: Publishes one client keeps in flight at a time: QoS 1 ones not yet acknowledged, QoS 0 ones not
+#: yet written to the socket. Enforced by the publisher itself (``MqttLink``): a further publish
+#: waits; nothing is dropped.
 PUBLISH_WINDOW = 16
 
 #: Subscribe requests a client remembers until their SUBACK (to name the filters of a refusal),
@@ -68,9 +69,27 @@ PUBLISH_WINDOW = 16
 #: the oldest is forgotten (a refusal of it is then counted and logged without its filters).
 MAX_AWAITED_SUBACKS = 1000
 
-#: Chunk topics a node keeps subscribed at once for each blob it fetches. Enforced by the node's
-#: blob fetcher, so the broker queues at most this many chunks per blob toward a small device.
+#: Chunks of one blob a fetching node has asked for (``BlobRequest``) and not yet received.
+#: Enforced by the node's blob fetcher: it asks for more as chunks arrive, so the broker queues
+#: about this many chunks per blob toward a small device, and the coordinator serves at most this
+#: many requested chunks per node and blob at a time (it drops the rest of a larger request,
+#: counted ``overflow``).
 FETCH_WINDOW = 8
+
+#: Seconds a fetching node waits for any chunk of a blob it asked for before asking again for
+#: those still missing (a request or chunk lost: chunks travel at QoS 0, a broker failed over).
+#: Enforced by the node's blob fetcher.
+FETCH_RETRY_SECONDS = 3
+
+#: Chunks the coordinator has queued to publish for nodes' requests (one entry per blob and index,
+#: however many nodes asked). Enforced by the coordinator's blob server; a request past it is
+#: dropped, counted ``overflow``, and the node asks again after ``FETCH_RETRY_SECONDS``.
+MAX_QUEUED_BLOB_CHUNKS = 4096
+
+#: Seconds between two statuses a node sends to answer ``discover`` requests: more requests in that
+#: time get one answer, at its end. Enforced by the node, so no publisher of requests can make a
+#: fleet flood the broker.
+DISCOVER_MIN_INTERVAL_SECONDS = 1
 
 #: Seconds a node waits for an assignment's code and globals (or the assignment's own timeout,
 #: if shorter). Enforced by the node; past it the task is reported failed
@@ -145,9 +164,11 @@ DEFAULT_NODE_CACHE_BYTES = 2 * GiB
 
 # --- fields ----------------------------------------------------------------------------------
 
-#: Node ids, swarm ids and task aliases: one topic level. Enforced by every topic builder and
-#: parser and by message parsers; a message breaking it is dropped and counted ``malformed``.
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+#: Node ids, swarm ids and task aliases: one topic level, of characters every broker carries in
+#: a topic (NATS refuses a topic with ``.``, RabbitMQ reads ``.`` as a level separator). Enforced
+#: by every topic builder and parser and by message parsers; a message breaking it is dropped and
+#: counted ``malformed``.
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 
 #: Largest assignment ``timeout`` (it must also be > 0). Enforced by ``Assignment.parse``; an
 #: assignment outside (0, 7 days] is dropped and counted ``malformed``.

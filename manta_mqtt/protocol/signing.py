@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 #: Bytes signed for ``node``: this context, the node id, NUL, the assignment's unsigned encoding.
-CONTEXT = b"manta-mqtt v1 assignment\x00"
+CONTEXT = b"manta-mqtt v2 assignment\x00"
 PUBLIC_PREFIX = "ed25519:"
 
 

@@ -1,4 +1,4 @@
-"""The one place that knows the MQTT topic layout of protocol v1.
+"""The one place that knows the MQTT topic layout of protocol v2.
 
 Every node publishes only under topics that carry its own id, and reads only its own
 assignments plus shared swarm data, so a broker ACL with ``%u``/``%c`` patterns can confine it
@@ -13,7 +13,7 @@ from enum import Enum
 
 from .limits import ID_PATTERN, MAX_CHUNK_INDEX
 
-ROOT = "manta/v1"
+ROOT = "manta/v2"
 _ID = re.compile(ID_PATTERN)
 _SHA = re.compile(r"[0-9a-f]{64}")
 MAX_INDEX = MAX_CHUNK_INDEX  # the older name
@@ -27,7 +27,7 @@ class TopicError(ValueError):
 def check_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is a safe topic level (no wildcards, no slashes, bounded)."""
     if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise TopicError(f"invalid {what}: {value!r} (want [A-Za-z0-9_.-], 1-64 chars)")
+        raise TopicError(f"invalid {what}: {value!r} (want [A-Za-z0-9_-], 1-64 chars, starting with a letter or digit)")
     return value
 
 
@@ -58,8 +58,10 @@ def swarm_control(swarm: str) -> str:
     return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/control"
 
 
-def blob_meta(swarm: str, sha: str) -> str:
-    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/blobs/{check_sha(sha)}"
+def discover() -> str:
+    """The coordinators' (and operators') request that every node publish its status now: retained
+    statuses do not reach wildcard subscriptions on every broker, nor every member of a cluster."""
+    return f"{ROOT}/discover"
 
 
 def _check_index(index: int) -> int:
@@ -69,7 +71,13 @@ def _check_index(index: int) -> int:
 
 
 def blob_chunk(swarm: str, sha: str, index: int) -> str:
-    return f"{blob_meta(swarm, sha)}/{_check_index(index)}"
+    """One chunk of a swarm's blob (code, a global), published when a node asks for it."""
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/blobs/{check_sha(sha)}/{_check_index(index)}"
+
+
+def blob_request(swarm: str, node: str) -> str:
+    """A node's requests for chunks of the swarm's blobs (``BlobRequest``; QoS 1, not retained)."""
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/want/{check_id(node, 'node id')}"
 
 
 def assignment(swarm: str, node: str) -> str:
@@ -114,6 +122,15 @@ def my_grants(node: str) -> str:
     return f"{ROOT}/swarms/+/grants/{check_id(node, 'node id')}"
 
 
+def blob_chunks(swarm: str, sha: str) -> str:
+    """A fetching node's one subscription per blob, at QoS 0 (cheap on every broker)."""
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/blobs/{check_sha(sha)}/+"
+
+
+def swarm_blob_requests(swarm: str) -> str:
+    return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/want/+"
+
+
 def swarm_results(swarm: str) -> str:
     return f"{ROOT}/swarms/{check_id(swarm, 'swarm id')}/results/+"
 
@@ -134,8 +151,9 @@ class Kind(Enum):
     NODE_LOG = "node_log"
     SWARM_STATE = "swarm_state"
     SWARM_CONTROL = "swarm_control"
-    BLOB_META = "blob_meta"
+    DISCOVER = "discover"
     BLOB_CHUNK = "blob_chunk"
+    BLOB_REQUEST = "blob_request"
     ASSIGNMENT = "assignment"
     RESULTS = "results"
     UPLOAD_CHUNK = "upload_chunk"
@@ -160,12 +178,14 @@ def _index(text: str) -> int:
 
 
 def parse(topic: str) -> Topic:
-    """Parse a topic of protocol v1; raise :class:`TopicError` for anything else."""
+    """Parse a topic of protocol v2; raise :class:`TopicError` for anything else."""
     prefix = ROOT + "/"
     if not topic.startswith(prefix):
         raise TopicError(f"not a {ROOT} topic: {topic!r}")
     parts = topic[len(prefix) :].split("/")
     match parts:
+        case ["discover"]:
+            return Topic(Kind.DISCOVER)
         case ["nodes", node, "status"]:
             return Topic(Kind.NODE_STATUS, node=check_id(node, "node id"))
         case ["nodes", node, "log"]:
@@ -174,8 +194,6 @@ def parse(topic: str) -> Topic:
             return Topic(Kind.SWARM_STATE, swarm=check_id(swarm, "swarm id"))
         case ["swarms", swarm, "control"]:
             return Topic(Kind.SWARM_CONTROL, swarm=check_id(swarm, "swarm id"))
-        case ["swarms", swarm, "blobs", sha]:
-            return Topic(Kind.BLOB_META, swarm=check_id(swarm, "swarm id"), sha=check_sha(sha))
         case ["swarms", swarm, "blobs", sha, index]:
             return Topic(
                 Kind.BLOB_CHUNK,
@@ -183,6 +201,8 @@ def parse(topic: str) -> Topic:
                 sha=check_sha(sha),
                 index=_index(index),
             )
+        case ["swarms", swarm, "want", node]:
+            return Topic(Kind.BLOB_REQUEST, swarm=check_id(swarm, "swarm id"), node=check_id(node, "node id"))
         case ["swarms", swarm, "assign", node]:
             return Topic(Kind.ASSIGNMENT, swarm=check_id(swarm, "swarm id"), node=check_id(node))
         case ["swarms", swarm, "results", node]:

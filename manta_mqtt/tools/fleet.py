@@ -1,7 +1,8 @@
-"""What the broker holds about a site, read and tidied by operators' tools: the retained
-statuses of nodes and states of swarms, an operator's stop request, and the pruning of swarms
-that ended (their retained state and blobs would otherwise be replayed to every subscriber
-forever).
+"""What the broker holds about a site, read and tidied by operators' tools: the statuses of
+nodes (retained, and asked for again with a ``Discover``: retained messages do not reach
+wildcard subscriptions on every broker), the retained states of swarms, an operator's stop
+request, and the pruning of swarms that ended (their retained state would otherwise be
+replayed to every subscriber forever).
 
 Each function opens its own short-lived connection; a refusal raises ``ConnectionError`` with
 the one-line explanation of :mod:`manta_mqtt.transport.failures`.
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..protocol import topics
-from ..protocol.messages import BlobMeta, NodeStatus, ProtocolError, SwarmControl, SwarmState
+from ..protocol.messages import Discover, NodeStatus, ProtocolError, SwarmControl, SwarmState
 from ..transport.mqtt import BrokerAddress, MqttLink
 
 SETTLE = 0.5  # seconds to let retained messages arrive after the broker acknowledged a subscription
@@ -51,14 +52,27 @@ def retained(link: MqttLink, topic_filter: str, settle: float = SETTLE) -> dict[
 
 
 def node_statuses(link: MqttLink, settle: float = SETTLE) -> list[NodeStatus]:
-    out = {}
-    for payload in retained(link, topics.all_node_status(), settle).values():
+    """Every node's latest status: the retained ones, and those nodes send when asked (a node
+    answers a ``Discover`` within a second; the broker may not replay retained ones to us)."""
+    out: dict[str, NodeStatus] = {}
+    lock = threading.Lock()
+
+    def on_status(_topic: str, payload: bytes, _retained: bool) -> None:
         try:
             status = NodeStatus.parse(payload)
         except ProtocolError:
-            continue
-        out[status.node] = status
-    return [out[n] for n in sorted(out)]
+            return
+        with lock:
+            if status.node not in out or out[status.node].heartbeat <= status.heartbeat:
+                out[status.node] = status
+
+    link.route(topics.all_node_status(), on_status)
+    link.subscribe(topics.all_node_status(), qos=0, wait=10)
+    link.publish(topics.discover(), Discover(link.client_id).to_bytes(), qos=0)
+    time.sleep(max(settle, 1.2))  # a node answers within its 1 s rate limit
+    link.unsubscribe(topics.all_node_status())
+    with lock:
+        return [out[n] for n in sorted(out)]
 
 
 def swarm_states(link: MqttLink) -> list[SwarmState]:
@@ -78,21 +92,10 @@ def prunable(states: list[SwarmState], now: float, older_than: float | None) -> 
 
 
 def prune(link: MqttLink, swarm: str) -> int:
-    """Clear a swarm's retained state and blobs (meta and chunks); return how many topics."""
-    cleared = 0
-    for topic, payload in retained(link, f"{topics.ROOT}/swarms/{swarm}/blobs/+").items():
-        try:
-            meta = BlobMeta.parse(payload)
-        except ProtocolError:
-            continue
-        if meta.inline is None:
-            for index in range(meta.info.count):
-                link.publish(topics.blob_chunk(swarm, meta.info.sha, index), b"", retain=True)
-                cleared += 1
-        link.publish(topic, b"", retain=True)
-        cleared += 1
+    """Clear a swarm's retained state (protocol v2 keeps no blob on the broker); return how many
+    topics were cleared."""
     link.publish(topics.swarm_state(swarm), b"", retain=True)
-    return cleared + 1
+    return 1
 
 
 def request_stop(link: MqttLink, swarm: str, reason: str, by: str, wait: float) -> tuple[SwarmState | None, bool]:

@@ -75,7 +75,8 @@ def config_for_port(port: int, base: Path = DEV_CONFIG, extra: str = "") -> str:
 def node_acl(node_ids: Iterable[str]) -> str:
     """The ACL blocks that enrol nodes (appended to manta.acl): the swarms' shared data they read."""
     return "".join(
-        f"\nuser {node}\ntopic read manta/v1/swarms/+/state\ntopic read manta/v1/swarms/+/blobs/#\n"
+        f"\nuser {node}\ntopic read manta/v2/swarms/+/state\ntopic read manta/v2/swarms/+/blobs/#"
+        "\ntopic read manta/v2/discover\n"
         for node in node_ids
     )
 
@@ -135,6 +136,14 @@ class MosquittoProcess:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for failover tests (:meth:`start` brings it back on the same ports)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
             self.proc = None
 
     def __enter__(self) -> MosquittoProcess:

@@ -14,8 +14,9 @@ from typing import Any
 from ..protocol import topics
 from ..protocol.messages import (
     Assignment,
-    BlobMeta,
+    BlobRequest,
     Chunk,
+    Discover,
     NodeLog,
     NodeStatus,
     ProtocolError,
@@ -35,7 +36,7 @@ def describe(topic: str, payload: bytes) -> str:
     try:
         kind = topics.parse(topic).kind
     except topics.TopicError:
-        return f"{topic} ({len(payload)} bytes, not a protocol v1 topic)"
+        return f"{topic} ({len(payload)} bytes, not a protocol v2 topic)"
     try:
         if kind is topics.Kind.NODE_STATUS:
             s = NodeStatus.parse(payload)
@@ -59,9 +60,11 @@ def describe(topic: str, payload: bytes) -> str:
         if kind is topics.Kind.RESULTS:
             e = ResultEnvelope.parse(payload)
             return f"{topic} {e.status} {e.task} iteration={e.iteration} tags={sorted(e.results)} {e.duration:.1f}s"
-        if kind is topics.Kind.BLOB_META:
-            m = BlobMeta.parse(payload)
-            return f"{topic} blob {m.info.size} bytes in {m.info.count} chunk(s)"
+        if kind is topics.Kind.BLOB_REQUEST:
+            r = BlobRequest.parse(payload)
+            return f"{topic} wants chunks {r.first + 1}-{r.first + r.count} of blob {r.sha[:12]}"
+        if kind is topics.Kind.DISCOVER:
+            return f"{topic} every node: send your status (asked by {Discover.parse(payload).sender!r})"
         if kind is topics.Kind.UPLOAD_GRANT:
             grant = UploadGrant.parse(payload)
             last = grant.first + grant.count

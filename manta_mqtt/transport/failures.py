@@ -3,10 +3,14 @@
 ``MqttLink.failure`` holds the raw reason (paho's CONNACK reason, a socket error, or a TLS
 explanation from :mod:`.tls`); :func:`explain` turns it into the line every command prints, and
 :func:`classify` into a kind that callers may act on (retry quietly, or tell a person).
+
+With several brokers (a cluster URL) it holds each member's reason, ``h1:1883: reason; h2:1883:
+reason`` (:func:`joined`); both functions read that form too.
 """
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 from .address import BrokerAddress
@@ -24,7 +28,32 @@ class Failure(Enum):
 _AUTH = ("not authori", "bad user name or password", "bad username or password", "banned")
 
 
+#: A member's part of a joined reason starts with its ``host:port: `` (IPv6 in brackets).
+_MEMBER = re.compile(r"(?:^|; )((?:\[[0-9A-Fa-f:.]+\]|[^\s;:\[\]]+):\d+): ")
+#: Which kind a joined reason is, when its members failed differently: what needs a person first.
+_FIRST = [Failure.NOT_AUTHORISED, Failure.TLS, Failure.PROTOCOL, Failure.TIMEOUT, Failure.UNREACHABLE, Failure.REFUSED]
+
+
+def joined(tried: list[tuple[str, str]]) -> str:
+    """One reason of several members' (``server``, ``reason``); a single one stays as it is."""
+    if len(tried) == 1:
+        return tried[0][1]
+    return "; ".join(f"{server}: {reason}" for server, reason in tried)
+
+
+def split(reason: str) -> list[tuple[str, str]]:
+    """(server, reason) of each member in a :func:`joined` reason; [("", reason)] for a plain one."""
+    marks = list(_MEMBER.finditer(reason))
+    if not marks or marks[0].start() != 0:
+        return [("", reason)]
+    ends = [m.start() for m in marks[1:]] + [len(reason)]
+    return [(m.group(1), reason[m.end() : end]) for m, end in zip(marks, ends, strict=True)]
+
+
 def classify(reason: str) -> Failure:
+    parts = split(reason)
+    if len(parts) > 1:
+        return min((classify(part) for _server, part in parts), key=_FIRST.index)
     text = reason.lower()
     if text.startswith("tls") or "certificate" in text or "handshake" in text:
         return Failure.TLS
@@ -40,9 +69,12 @@ def classify(reason: str) -> Failure:
 
 
 def explain(address: BrokerAddress, reason: str) -> str:
-    """One line: what went wrong connecting to ``address``, and what to check."""
+    """One line: what went wrong connecting to ``address`` (each member's, for a cluster), and what to check."""
+    parts = split(reason)
+    if parts[0][0]:  # a joined reason: each member's
+        return "; ".join(explain(_member(address, server), part) for server, part in parts)
     kind = classify(reason)
-    where = f"{address.host}:{address.port}"
+    where = ",".join(address.servers)
     match kind:
         case Failure.REFUSED:
             return f"cannot connect to {where}: connection refused (is the broker running, and is this its port?)"
@@ -59,3 +91,8 @@ def explain(address: BrokerAddress, reason: str) -> str:
         case Failure.TIMEOUT:
             return f"no answer from {where} in time ({reason}); is it an MQTT broker? for TLS use mqtts://"
     return f"the broker at {where} refused the connection: {reason}"
+
+
+def _member(address: BrokerAddress, server: str) -> BrokerAddress:
+    servers = address.servers
+    return address.at(servers.index(server)) if server in servers else address

@@ -14,7 +14,9 @@ What it adds to paho, and why:
   and a broker at its subscription limit, or an ACL, refuses with no other sign);
 - TCP_NODELAY (paho leaves Nagle on): a small packet never waits ~40 ms for the last one's ACK;
 - TLS from the address's files (``BrokerAddress.tls_files``), and a refused handshake or
-  certificate told in words (``failure``), on the first connection and on paho's reconnections.
+  certificate told in words (``failure``), on the first connection and on paho's reconnections;
+- failover between the brokers of a cluster URL (``mqtt://h1,h2,h3``): a lost connection moves
+  to the next member within about a second (:mod:`.connection`).
 """
 
 from __future__ import annotations
@@ -22,22 +24,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..protocol.limits import PUBLISH_WINDOW
 from .address import BrokerAddress, Will
-from .failures import explain
+from .connection import VERSIONS, Connection
 from .subscriptions import SubscriptionBook
-from .tls import HandshakeWatch, TlsFileError, TlsFiles, explain_closed, explain_handshake
+from .tls import TlsFiles
 
 __all__ = ["VERSIONS", "BrokerAddress", "MqttLink", "TlsFiles", "Will"]
 
@@ -47,17 +48,18 @@ Refused = Callable[[list[str], str], None]  # the filters the broker refused, an
 log = logging.getLogger("manta_mqtt.transport")
 
 
-VERSIONS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
-
-
 def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
     """Nagle's algorithm off on each new connection's socket (TLS wraps a TCP socket too)."""
     with contextlib.suppress(OSError, AttributeError):  # not a TCP socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class MqttLink:
-    """One MQTT connection with a persistent session and a bounded publish window."""
+class MqttLink(Connection):
+    """One MQTT connection with a persistent session and a bounded publish window.
+
+    Connecting, reconnecting and moving between a cluster's brokers: :class:`.connection.Connection`
+    (``start``, ``failure``, ``failure_line``, ``server``, ``connections``).
+    """
 
     def __init__(
         self,
@@ -70,34 +72,24 @@ class MqttLink:
         keepalive: int = 30,
         window: int = PUBLISH_WINDOW,
     ) -> None:
-        if version not in ("auto", *VERSIONS):
-            raise ValueError(f"MQTT version must be auto, 5 or 3.1.1, not {version!r}")
-        self.client_id = client_id
-        self.address = address
-        self.will = will
-        self.version = version
-        self.session_expiry = session_expiry
-        self.keepalive = keepalive
-        self.window = window
-        self.connected = threading.Event()
-        self.failure = ""  # why the last start() failed, in words (failure_line: explained)
-        self.protocol: str = ""
+        super().__init__(
+            client_id,
+            address,
+            will=will,
+            version=version,
+            session_expiry=session_expiry,
+            keepalive=keepalive,
+            window=window,
+        )
         self.max_packet: int | None = None
         self.handler_errors = 0
         self._routes: list[tuple[str, Handler]] = []
         self._book = SubscriptionBook()  # under self._cond
         self._on_connect_hooks: list[Callable[[], None]] = []
-        self._cond = threading.Condition()
-        self._pending: set[int] = set()
+        self._pending: set[int] = set()  # publishes in the window: QoS 1 not acknowledged, QoS 0 not written
+        self._unwritten: set[int] = set()  # the QoS 0 ones among them (paho drops those on a reconnection)
         self._early: set[int] = set()
         self._refused_hooks: list[Refused] = []
-        self.session_present = False  # the broker still had our session at the latest CONNACK
-        self._connack: tuple[bool, str] | None = None
-        self._closing = False
-        self._client: paho.Client | None = None
-        self._loop_thread: threading.Thread | None = None
-        self._handshake = HandshakeWatch()  # the TLS handshake of the latest attempt (paho's too)
-        self._answered = False  # the latest attempt got a CONNACK
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -113,162 +105,33 @@ class MqttLink:
         """Run ``hook(filters, reason)`` on the network thread when the broker refuses subscriptions."""
         self._refused_hooks.append(hook)
 
-    @property
-    def failure_line(self) -> str:
-        """Why the last :meth:`start` failed, in one line that says what to check."""
-        return explain(self.address, self.failure) if self.failure else ""
+    # --- paho callbacks (network thread) -------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> bool:
-        """Connect once (blocking); afterwards paho reconnects by itself with back-off.
-
-        Returns False when the broker cannot be reached or refuses us, so that the caller can
-        retry with its own back-off.
-        """
-        self._closing = False
-        versions = list(VERSIONS) if self.version == "auto" else [self.version]
-        for version in versions:
-            # amqtt leaves a refused MQTT 5 connection half-open, so the probe gets less time
-            probe = min(timeout, 5.0) if len(versions) > 1 and version == "5" else timeout
-            accepted, reason = self._try_connect(version, probe)
-            if accepted:
-                self.protocol, self.failure = version, ""
-                log.info("connected to %s as %s (MQTT %s)", self.address, self.client_id, version)
-                return True
-            log.info("MQTT %s connection to %s failed: %s", version, self.address, reason)
-            self.failure = reason
-            if reason.startswith(("unreachable", "TLS")):  # no other MQTT version will do better
-                break
-        return False
-
-    def _make_client(self, version: str) -> paho.Client:
-        protocol = VERSIONS[version]
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=None if protocol == MQTTProtocolVersion.MQTTv5 else self.session_expiry == 0,
-            protocol=protocol,
-        )
-        if self.address.username:
-            client.username_pw_set(self.address.username, self.address.password)
-        if self.address.tls:
-            files = self.address.tls_files
-            client.tls_set_context(self._handshake.install(files.context() if files else ssl.create_default_context()))
-        if self.will:
-            client.will_set(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
-        client.reconnect_delay_set(1, 30)
-        client.max_inflight_messages_set(self.window)
-        client.on_pre_connect = self._on_pre_connect
+    def _wire(self, client: paho.Client) -> None:
         client.on_socket_open = _no_delay
-        client.on_connect_fail = self._on_connect_fail
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
-        return client
 
-    def _try_connect(self, version: str, timeout: float) -> tuple[bool, str]:
-        try:
-            client = self._make_client(version)
-        except TlsFileError as exc:  # a file removed or replaced since it was checked
-            return False, f"TLS: {exc}"
-        self._connack = None
-        properties = None
-        clean_start: Any = paho.MQTT_CLEAN_START_FIRST_ONLY
-        if VERSIONS[version] == MQTTProtocolVersion.MQTTv5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self.session_expiry
-            clean_start = self.session_expiry == 0
-        try:
-            client.connect(
-                self.address.host,
-                self.address.port,
-                self.keepalive,
-                clean_start=clean_start,
-                properties=properties,
-            )
-        except (OSError, ValueError) as exc:
-            if self.address.tls and (self._handshake.error is not None or isinstance(exc, ssl.SSLError)):
-                return False, explain_handshake(exc, self.address.host, self.address.tls_files)
-            return False, f"unreachable: {exc}"
-        self._client = client
-        client.loop_start()
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._connack is None and time.monotonic() < deadline:
-                self._cond.wait(0.05)
-            connack = self._connack
-        if connack is not None and connack[0]:
-            return True, ""
-        client.loop_stop()
-        client.disconnect()
-        self._client = None
-        return False, connack[1] if connack else "no CONNACK (connection closed or timed out)"
-
-    # --- paho callbacks (network thread) -------------------------------------------------
-
-    def _on_pre_connect(self, _c: paho.Client, _u: Any) -> None:
-        self._handshake.reset()
-        self._answered = False
-
-    def _closed_early(self, rc: Any) -> str:
-        """Why the broker closed the connection before its CONNACK."""
-        if self.address.tls:
-            if self._handshake.error is not None:
-                return explain_handshake(self._handshake.error, self.address.host, self.address.tls_files)
-            if self._handshake.completed:
-                return explain_closed(self.address.tls_files)
-            return f"connection closed before CONNACK ({rc})"
-        return f"the broker closed the connection before answering ({rc}); if this is a TLS port, use mqtts://"
-
-    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
-        """paho's own reconnection failed: say so if it needs a person (TLS), else retry quietly."""
-        error = self._handshake.error
-        if error is not None and not self._closing:
-            log.warning(
-                "reconnecting to %s: %s",
-                self.address,
-                explain_handshake(error, self.address.host, self.address.tls_files),
-            )
-
-    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, props: Any) -> None:
-        ok = not rc.is_failure
-        self._answered = True
-        with self._cond:
-            self._connack = (ok, str(rc))
-            self._cond.notify_all()
-        if not ok:
-            return
+    def _established(self, client: paho.Client, flags: Any, props: Any) -> None:
         if props is not None and hasattr(props, "MaximumPacketSize"):
             self.max_packet = int(props.MaximumPacketSize)
         held = list(self._book.filters.items())
-        self.session_present = bool(flags.session_present)
-        if not flags.session_present and held:
+        if not flags.session_present and held:  # a new broker, or ours forgot us: subscribe again
             self._send_subscribe(client, held)
+        with self._cond:  # paho dropped the QoS 0 publishes it had not written yet: out of the window
+            self._pending -= self._unwritten
+            self._unwritten.clear()
+            self._cond.notify_all()
         self.connected.set()
         for hook in self._on_connect_hooks:
             self._guard(hook)
-
-    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self.connected.clear()
-        early = not self._answered
-        with self._cond:
-            if self._connack is None:
-                self._connack = (False, self._closed_early(rc))
-                self._cond.notify_all()
-        if self._closing or not self._connack[0]:
-            return
-        if early and self.address.tls:  # one of paho's reconnections, refused: certificates changed?
-            log.warning("reconnecting to %s: %s", self.address, self._closed_early(rc))
-        elif early:  # the same URL worked before: no TLS hint, and paho retries anyway
-            log.info("reconnecting to %s: connection closed before CONNACK (%s)", self.address, rc)
-        else:
-            log.warning("disconnected from %s (%s); paho reconnects with back-off", self.address, rc)
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
         with self._cond:
             if mid in self._pending:
                 self._pending.discard(mid)
+                self._unwritten.discard(mid)
             else:
                 self._early.add(mid)
             self._cond.notify_all()
@@ -326,7 +189,7 @@ class MqttLink:
         with self._cond:
             refused, text = self._book.answered(mid, codes)
         if refused:  # told before a waiting subscribe() returns
-            log.error("%s at %s: a broker limit or its ACL", self._book.refusal, self.address)
+            log.error("%s at %s: a broker limit or its ACL", self._book.refusal, self.server)
             for hook in self._refused_hooks:
                 self._guard(hook, refused, text)
         with self._cond:
@@ -356,29 +219,34 @@ class MqttLink:
             self._client.unsubscribe(filters)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Publish; QoS 1 waits while ``window`` earlier publishes are unacknowledged.
+        """Publish; waits while ``window`` earlier publishes are in flight: QoS 1 ones until the
+        broker acknowledges them, QoS 0 ones until paho wrote them to the socket (so bulk data at
+        QoS 0 is paced by TCP instead of piling up in paho's unbounded queue).
 
         Called from the network thread (a handler), it never waits: that thread is the one
-        that reads the acknowledgements.
+        that reads the acknowledgements and writes the socket.
         """
         client = self._paho
         on_loop = threading.current_thread() is getattr(client, "_thread", None)
-        if qos and not on_loop:
+        if not on_loop:
             with self._cond:
                 while len(self._pending) >= self.window and not self._closing:
                     self._cond.wait(0.5)
         info = client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise RuntimeError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
-        if qos:
-            with self._cond:
-                if info.mid in self._early:
-                    self._early.discard(info.mid)
-                else:
-                    self._pending.add(info.mid)
+        if qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            return  # paho dropped it: nothing will come for it
+        with self._cond:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+            else:
+                self._pending.add(info.mid)
+                if qos == 0:
+                    self._unwritten.add(info.mid)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every QoS 1 publish so far is acknowledged by the broker."""
+        """Wait until every QoS 1 publish so far is acknowledged by the broker (and QoS 0 written)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._pending and time.monotonic() < deadline:
@@ -399,7 +267,7 @@ class MqttLink:
                 self.publish(topic, payload, qos=1, retain=True)
         if self.connected.is_set():
             self.flush(5.0)
-        self._closing = True
+        self._closing, self._roaming = True, False
         with self._cond:
             self._cond.notify_all()
         properties = None

@@ -35,7 +35,7 @@ def test_a_node_log_round_trips_as_readable_json() -> None:
     record = NodeLog.make("pi-7", 1795000000.1234, "error", "edge_node", "task failed", "line 1\nline 2", 3)
     payload = record.to_bytes()
     assert json.loads(payload) == {
-        "v": 1,
+        "v": 2,
         "node": "pi-7",
         "time": 1795000000.123,
         "level": "error",
@@ -79,10 +79,12 @@ def test_the_worst_record_within_the_field_bounds_fits_the_payload_bound() -> No
         {"dropped": -1},
         {"message": "x" * (MAX_LOG_MESSAGE_BYTES + 1)},
         {"tail": "x" * (MAX_LOG_TAIL_BYTES + 1)},
-        {"v": 2},
+        {"v": 1},
+        {"v": 3},
+        {"node": "pi.7"},
     ],
 )
-def test_a_reader_refuses_what_is_not_a_bounded_v1_record(change: dict[str, object]) -> None:
+def test_a_reader_refuses_what_is_not_a_bounded_v2_record(change: dict[str, object]) -> None:
     data = json.loads(NodeLog.make("n1", 1.0, "warning", "x", "m").to_bytes()) | change
     with pytest.raises(ProtocolError):
         NodeLog.parse(json.dumps(data).encode())
@@ -333,7 +335,7 @@ def test_a_failed_task_shows_in_manta_mqtt_logs_with_its_stderr_tail(
         )
     try:
         wait_for(lambda: "listening on" in err.read_text(), 30)
-        assert "listening on manta/v1/nodes/pi-logs/log" in err.read_text()
+        assert "listening on manta/v2/nodes/pi-logs/log" in err.read_text()
         options = CoordinatorOptions(
             runs_dir=tmp_path / "runs", min_nodes=1, wait_nodes=30, mqtt_version="5", signing_key=SIGNING_KEY
         )
@@ -379,4 +381,4 @@ def test_manta_mqtt_logs_without_follow_listens_for_seconds_and_says_when_it_saw
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
-    assert "listening on manta/v1/nodes/+/log" in done.stderr and "no log records in 1 s" in done.stderr
+    assert "listening on manta/v2/nodes/+/log" in done.stderr and "no log records in 1 s" in done.stderr

@@ -7,9 +7,10 @@ from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.chunking import BlobInfo
 from manta_mqtt.protocol.messages import (
     Assignment,
-    BlobMeta,
+    BlobRequest,
     Chunk,
     CodeRef,
+    Discover,
     NodeLog,
     NodeStatus,
     ResultEnvelope,
@@ -29,7 +30,8 @@ SAMPLES = {
     ),
     topics.Kind.SWARM_STATE: (topics.swarm_state("sw"), SwarmState("sw", "x", "running").to_bytes()),
     topics.Kind.SWARM_CONTROL: (topics.swarm_control("sw"), SwarmControl("sw", "stop", "enough", "ops").to_bytes()),
-    topics.Kind.BLOB_META: (topics.blob_meta("sw", SHA), BlobMeta(INFO).to_bytes()),
+    topics.Kind.DISCOVER: (topics.discover(), Discover("coordinator-sw").to_bytes()),
+    topics.Kind.BLOB_REQUEST: (topics.blob_request("sw", "n1"), BlobRequest("sw", "n1", SHA, 8, 8).to_bytes()),
     topics.Kind.BLOB_CHUNK: (topics.blob_chunk("sw", SHA, 1), Chunk(INFO, 1, b"\0" * 1024).to_bytes()),
     topics.Kind.ASSIGNMENT: (
         topics.assignment("sw", "n1"),
@@ -57,4 +59,11 @@ def test_every_valid_message_reads_as_one_line() -> None:
 def test_what_the_operator_sees() -> None:
     assert describe(*SAMPLES[topics.Kind.NODE_LOG]).endswith("ERROR edge_node: task failed (+2 line(s) of stderr)")
     assert describe(*SAMPLES[topics.Kind.SWARM_CONTROL]).endswith("stop by='ops' reason='enough'")
+    want = f"{topics.blob_request('sw', 'n1')} wants chunks 9-16 of blob {SHA[:12]}"
+    assert describe(*SAMPLES[topics.Kind.BLOB_REQUEST]) == want
+    asked = f"{topics.discover()} every node: send your status (asked by 'coordinator-sw')"
+    assert describe(*SAMPLES[topics.Kind.DISCOVER]) == asked
+    assert describe(topics.discover(), b"[]").startswith(f"{topics.discover()} INVALID")
+    assert describe(topics.blob_request("sw", "n1"), b"{}").startswith(f"{topics.blob_request('sw', 'n1')} INVALID")
+    assert describe("manta/v1/swarms/sw/blobs/" + SHA, b"x").endswith("not a protocol v2 topic)")
     assert describe(topics.node_log("n1"), b"{}").startswith(f"{topics.node_log('n1')} INVALID")

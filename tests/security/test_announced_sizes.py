@@ -1,9 +1,11 @@
-"""Blob sizes announced by the (signed) assignment: a node refuses a meta or chunk that declares
-another size before it allocates or waits for anything, and keeps waiting for the real one.
+"""Blob sizes announced by the (signed) assignment: a node refuses a chunk that declares another
+size before it allocates or waits for anything, and keeps waiting for the real one; and chunks
+forged on a blob's topic while a node fetches it (wrong size, wrong length, corrupt bytes, another
+blob) are refused and counted, and never make a corrupt blob.
 
-The attack: a blob meta claiming 1 GiB for the code's sha256 kept a node fetching (and holding
-memory) until its fetch timed out. Allocation now follows the data anyway; with the size in the
-assignment, the forged meta is refused on arrival.
+The attack: a chunk (a retained meta, in protocol v1) claiming 1 GiB for the code's sha256 kept
+a node fetching (and holding memory) until its fetch timed out. Allocation now follows the data
+anyway; with the size in the assignment, the forged chunk is refused on arrival.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from manta_mqtt.coordinator.progress import ConsoleProgress
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.chunking import BlobInfo, split
 from manta_mqtt.protocol.limits import MAX_BLOB_BYTES, MIN_CHUNK_SIZE, GiB
-from manta_mqtt.protocol.messages import Assignment, BlobMeta, Chunk, CodeRef, ProtocolError
+from manta_mqtt.protocol.messages import Assignment, Chunk, CodeRef, ProtocolError
 from manta_mqtt.protocol.signing import OwnerKey, Trust, Untrusted
-from manta_mqtt.transport.blobs import BlobFetcher
+from manta_mqtt.transport.blob_fetcher import BlobFetcher
 from manta_mqtt.transport.mqtt import MqttLink
 
 from ..conftest import SIGNING_KEY, BrokerUnderTest
@@ -64,27 +66,84 @@ def test_announced_sizes_are_validated(sizes: dict[str, object]) -> None:
         Assignment.parse(assignment(sizes).to_bytes())  # type: ignore[arg-type]
 
 
-def test_a_node_refuses_a_forged_size_and_still_fetches_the_real_blob(tmp_path: Path) -> None:
+class Fetching:
+    """A node's fetcher on a fake link, fetching one blob in a thread; ``deliver`` plays the broker."""
+
+    def __init__(self, tmp_path: Path, sha: str, sizes: dict[str, int] | None = None) -> None:
+        self.link = FakeLink()
+        self.rejected: list[tuple[str, str]] = []
+        self.fetcher = BlobFetcher(self.link, BlobStore(tmp_path / "cache"), "n1", on_reject=self.on_reject)  # type: ignore[arg-type]
+        self.sha = sha
+        self.failed: list[list[str]] = []
+        self.thread = threading.Thread(target=lambda: self.failed.append(self.fetcher.fetch("sw", [sha], 10.0, sizes)))
+        self.thread.start()
+        assert self.link.subscribed.wait(5)
+
+    def on_reject(self, reason: str, detail: str) -> None:
+        self.rejected.append((reason, detail))
+
+    def deliver(self, index: int, chunk: Chunk) -> None:
+        self.fetcher._on_message(topics.blob_chunk("sw", self.sha, index), chunk.to_bytes(), False)
+
+    def result(self) -> list[str]:
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        return self.failed[0]
+
+
+def real_blob() -> tuple[bytes, BlobInfo, list[bytes]]:
     real = os.urandom(3 * MIN_CHUNK_SIZE)
     info, pieces = split(real, MIN_CHUNK_SIZE)
+    return real, info, [bytes(p) for p in pieces]
+
+
+def test_a_node_refuses_a_forged_size_and_still_fetches_the_real_blob(tmp_path: Path) -> None:
+    real, info, pieces = real_blob()
+    node = Fetching(tmp_path, info.sha, {info.sha: len(real)})
     forged = BlobInfo(info.sha, GiB, MIN_CHUNK_SIZE)
-    link, rejected = FakeLink(), []
-    fetcher = BlobFetcher(link, BlobStore(tmp_path / "cache"), on_reject=lambda r, d: rejected.append((r, d)))  # type: ignore[arg-type]
-    failed: list[list[str]] = []
-    fetch = threading.Thread(target=lambda: failed.append(fetcher.fetch("sw", [info.sha], 10.0, {info.sha: len(real)})))
-    fetch.start()
-    assert link.subscribed.wait(5)
-    fetcher._on_message(topics.blob_meta("sw", info.sha), BlobMeta(forged).to_bytes(), True)
-    bogus = Chunk(forged, 0, os.urandom(MIN_CHUNK_SIZE)).to_bytes()
-    fetcher._on_message(topics.blob_chunk("sw", info.sha, 0), bogus, True)
-    assert [r for r, _ in rejected] == ["bad_chunk", "bad_chunk"]
-    assert "the assignment announced 3072" in rejected[0][1]
-    assert fetcher._transfers[info.sha].assembler is None  # nothing allocated for the forgery
-    fetcher._on_message(topics.blob_meta("sw", info.sha), BlobMeta(info).to_bytes(), True)
+    node.deliver(0, Chunk(forged, 0, os.urandom(MIN_CHUNK_SIZE)))
+    node.deliver(1, Chunk(forged, 1, os.urandom(MIN_CHUNK_SIZE)))
+    assert [r for r, _ in node.rejected] == ["bad_chunk", "bad_chunk"]
+    assert "the assignment announced 3072" in node.rejected[0][1]
+    assert node.fetcher._transfers[info.sha].assembler is None  # nothing allocated for the forgery
     for index, piece in enumerate(pieces):
-        fetcher._on_message(topics.blob_chunk("sw", info.sha, index), Chunk(info, index, piece).to_bytes(), True)
-    fetch.join(10)
-    assert failed == [[]] and fetcher.store.get(info.sha) == real
+        node.deliver(index, Chunk(info, index, piece))
+    assert node.result() == [] and node.fetcher.store.get(info.sha) == real
+    assert (node.link.requests[0].first, node.link.requests[0].count) == (0, node.fetcher.window)
+
+
+def test_chunks_that_do_not_fit_are_refused_and_the_real_ones_still_make_the_blob(tmp_path: Path) -> None:
+    """Without an announced size: a short chunk, one of another blob, one on another index's topic."""
+    real, info, pieces = real_blob()
+    node = Fetching(tmp_path, info.sha)
+    node.deliver(0, Chunk(info, 0, pieces[0]))
+    node.deliver(1, Chunk(info, 1, pieces[1][:-1]))  # one byte short
+    other = BlobInfo("ef" * 32, len(real), MIN_CHUNK_SIZE)
+    node.deliver(1, Chunk(other, 1, pieces[1]))  # another blob's, on this blob's topic
+    node.deliver(2, Chunk(info, 1, pieces[1]))  # chunk 1, on chunk 2's topic
+    node.deliver(1, Chunk(BlobInfo(info.sha, len(real), 2 * MIN_CHUNK_SIZE), 1, pieces[1]))  # other chunking
+    assert [r for r, _ in node.rejected] == ["bad_chunk", "malformed", "malformed", "bad_chunk"], node.rejected
+    for index in (1, 2):
+        node.deliver(index, Chunk(info, index, pieces[index]))
+    assert node.result() == [] and node.fetcher.store.get(info.sha) == real
+
+
+def test_a_corrupt_chunk_fails_the_fetch_and_never_reaches_the_store(tmp_path: Path) -> None:
+    """Right size and length, wrong bytes, there before the real one: the sha256 check at the end
+    refuses the blob; nothing is kept, and a later fetch (the chunks asked for again) gets it."""
+    real, info, pieces = real_blob()
+    node = Fetching(tmp_path, info.sha, {info.sha: len(real)})
+    node.deliver(1, Chunk(info, 1, os.urandom(MIN_CHUNK_SIZE)))
+    for index, piece in enumerate(pieces):
+        node.deliver(index, Chunk(info, index, piece))  # the real chunk 1 comes as a duplicate
+    assert node.result() == [info.sha]
+    assert [r for r, _ in node.rejected] == ["bad_chunk"] and "sha256" in node.rejected[0][1]
+    store = node.fetcher.store
+    assert info.sha not in store and not [f for f in store.root.rglob("*") if f.is_file()]
+    again = Fetching(tmp_path, info.sha, {info.sha: len(real)})
+    for index, piece in enumerate(pieces):
+        again.deliver(index, Chunk(info, index, piece))
+    assert again.result() == [] and again.fetcher.store.get(info.sha) == real
 
 
 def test_a_real_run_announces_the_size_of_every_blob(

@@ -11,7 +11,7 @@ from manta_mqtt import BrokerAddress, Coordinator, CoordinatorOptions, RunStore,
 from manta_mqtt.coordinator.progress import ConsoleProgress
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.messages import Assignment, CodeRef, NodeStatus
-from manta_mqtt.transport.blobs import BlobPublisher
+from manta_mqtt.transport.blob_server import BlobServer
 from manta_mqtt.transport.mqtt import MqttLink
 
 from ..conftest import SIGNING_KEY, BrokerUnderTest
@@ -36,13 +36,16 @@ def test_forged_assignments_run_nowhere_while_the_real_swarm_finishes(
     start_nodes,  # type: ignore[no-untyped-def]
 ) -> None:
     """Anyone who can publish on the broker sends code and assignments to every node, again and
-    again during a run: the nodes refuse them all (not signed by the owner), and say so."""
+    again during a run, and serves the code to whoever asks: the nodes refuse them all (not
+    signed by the owner) before asking for anything, and say so."""
     ids = ["n1", "n2"]
     nodes = start_nodes(mosquitto, ids, {"numbers.npy": numbers(tmp_path)})
     address = BrokerAddress.parse(mosquitto.url)
     attacker = MqttLink("attacker", address, version=mosquitto.version, session_expiry=0)
     assert attacker.start()
-    code = BlobPublisher(attacker, "evil").publish(EVIL_CODE)
+    server = BlobServer(attacker, "evil").start()
+    assert attacker.subscribe(server.filters, wait=10)
+    code = server.offer(EVIL_CODE)
     stop = threading.Event()
 
     def forge() -> None:
@@ -63,6 +66,7 @@ def test_forged_assignments_run_nowhere_while_the_real_swarm_finishes(
     finally:
         stop.set()
         forger.join(10)
+        server.stop()
         attacker.stop()
     assert summary.state == "stopped", summary.reason
     check_counter_results(RunStore.open(summary.store_path), ids, 3)
@@ -70,6 +74,7 @@ def test_forged_assignments_run_nowhere_while_the_real_swarm_finishes(
         log = node.output()
         assert "rejected (untrusted)" in log and "refused: the assignment is not signed" in log
         assert "running pwn" not in log
+    assert server.chunks_sent == 0  # no node even asked for the code
 
 
 def test_a_compromised_node_cannot_rewrite_globals_or_stop_the_swarm(

@@ -30,8 +30,9 @@ from manta_mqtt.blobstore import BlobStore
 from manta_mqtt.protocol import codec, topics
 from manta_mqtt.protocol.chunking import OPEN_BLOB_COST, BlobInfo, split
 from manta_mqtt.protocol.limits import MAX_ASSIGNMENT_BYTES, MAX_QUEUED_JOBS, MIN_CHUNK_SIZE, GiB, KiB, MiB
-from manta_mqtt.protocol.messages import Assignment, BlobMeta, Chunk, CodeRef
-from manta_mqtt.transport.blobs import BlobFetcher, UploadReceiver
+from manta_mqtt.protocol.messages import Assignment, BlobRequest, Chunk, CodeRef
+from manta_mqtt.transport.blob_fetcher import BlobFetcher
+from manta_mqtt.transport.blobs import UploadReceiver
 from manta_mqtt.transport.mqtt import BrokerAddress
 
 Rejected = list[tuple[str, str]]
@@ -151,39 +152,48 @@ def test_open_uploads_per_node_are_counted_and_released(tmp_path: Path) -> None:
 
 
 class FakeLink:
-    """Just enough of MqttLink for a BlobFetcher: records subscriptions, delivers nothing by itself."""
+    """Just enough of MqttLink for a BlobFetcher: grants its subscriptions, records its requests,
+    delivers nothing by itself (a test hands chunks to the fetcher's handler)."""
 
     def __init__(self) -> None:
         self.subscribed = threading.Event()
+        self.refusal = ""
+        self.requests: list[BlobRequest] = []
 
     def route(self, _filter: str, _handler: object) -> None: ...
     def on_connect(self, _handler: object) -> None: ...
     def on_refused(self, _handler: object) -> None: ...
     def unsubscribe(self, _filters: object) -> None: ...
 
-    def subscribe(self, _filters: object) -> None:
+    def subscribe(self, _filters: object, qos: int = 1, wait: float | None = None) -> bool:
         self.subscribed.set()
+        return True
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        request = BlobRequest.parse(payload)
+        assert topic == topics.blob_request(request.swarm, request.node) and not retain
+        self.requests.append(request)
 
 
-def test_a_blob_meta_claiming_a_gibibyte_costs_a_node_only_what_arrived(tmp_path: Path) -> None:
+def test_a_chunk_claiming_a_gibibyte_costs_a_node_only_what_arrived(tmp_path: Path) -> None:
+    """Published on the blob's chunk topic while a node fetches it (no size announced)."""
     link = FakeLink()
-    fetcher = BlobFetcher(link, BlobStore(tmp_path / "cache"), on_reject=lambda r, d: None)  # type: ignore[arg-type]
+    fetcher = BlobFetcher(link, BlobStore(tmp_path / "cache"), "n1", on_reject=lambda r, d: None)  # type: ignore[arg-type]
     sha = hashlib.sha256(b"forged").hexdigest()
-    info = BlobInfo(sha, GiB, MIN_CHUNK_SIZE)
-    meta, chunk = BlobMeta(info).to_bytes(), Chunk(info, 0, os.urandom(MIN_CHUNK_SIZE)).to_bytes()
+    chunk = Chunk(BlobInfo(sha, GiB, MIN_CHUNK_SIZE), 0, os.urandom(MIN_CHUNK_SIZE)).to_bytes()
     failed: list[list[str]] = []
     fetch = threading.Thread(target=lambda: failed.append(fetcher.fetch("sw", [sha], timeout=1.0)))
 
     def attack() -> None:
         fetch.start()
         assert link.subscribed.wait(5)
-        fetcher._on_message(topics.blob_meta("sw", sha), meta, True)
-        fetcher._on_message(topics.blob_chunk("sw", sha, 0), chunk, True)
+        fetcher._on_message(topics.blob_chunk("sw", sha, 0), chunk, False)
 
     kept, _ = allocated_by(attack)  # measured while the transfer is open, holding its one chunk
     fetch.join()
     assert failed == [[sha]]  # never completes, of course
     assert kept < 256 * KiB, f"{kept / MiB:.1f} MiB held for a 1 KiB chunk"
+    assert link.requests and all(r.count <= fetcher.window for r in link.requests)  # asked a window at a time
 
 
 # --- the codec -----------------------------------------------------------------------------------
@@ -191,7 +201,7 @@ def test_a_blob_meta_claiming_a_gibibyte_costs_a_node_only_what_arrived(tmp_path
 
 def ndarray_bomb(descr: bytes, shape: tuple[int, ...]) -> bytes:
     header = struct.pack(f"<B{len(descr)}sB{len(shape)}Q", len(descr), descr, len(shape), *shape)
-    return msgpack.packb({"v": 1, "model": msgpack.ExtType(codec.NDARRAY_EXT, header)})
+    return msgpack.packb({"v": 2, "model": msgpack.ExtType(codec.NDARRAY_EXT, header)})
 
 
 @pytest.mark.parametrize("descr", [b"|S0", b"<U0", b"|V0", b"S", b"U"])

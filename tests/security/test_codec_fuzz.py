@@ -22,10 +22,11 @@ from manta_mqtt.protocol.chunking import BlobInfo
 from manta_mqtt.protocol.codec import NDARRAY_EXT, CodecError
 from manta_mqtt.protocol.messages import (
     Assignment,
-    BlobMeta,
     BlobRef,
+    BlobRequest,
     Chunk,
     CodeRef,
+    Discover,
     NodeStatus,
     ProtocolError,
     ResultEnvelope,
@@ -33,11 +34,15 @@ from manta_mqtt.protocol.messages import (
 )
 
 SHA = "0123456789abcdef" * 4
-PARSERS = (NodeStatus, SwarmState, BlobMeta, Chunk, Assignment, ResultEnvelope)
+PARSERS = (NodeStatus, SwarmState, Discover, BlobRequest, Chunk, Assignment, ResultEnvelope)
+JSON_PARSERS = (NodeStatus, SwarmState, Discover)
 VALID = {
-    NodeStatus: NodeStatus("n1", "busy", ["d.npz"], 17, "sw/1/worker", {"malformed": 2}, "agent").to_bytes(),
+    NodeStatus: NodeStatus(
+        "n1", "busy", ["d.npz"], 17, "sw/1/worker", {"malformed": 2}, "agent", link=2, server="h:1883"
+    ).to_bytes(),
     SwarmState: SwarmState("sw", "fl", "running", 3, "worker", 2, 3, {"acc": 0.9}, "").to_bytes(),
-    BlobMeta: BlobMeta(BlobInfo(SHA, 5, 1024), b"hello").to_bytes(),
+    Discover: Discover("coordinator-sw").to_bytes(),
+    BlobRequest: BlobRequest("sw", "n1", SHA, 8, 8).to_bytes(),
     Chunk: Chunk(BlobInfo(SHA, 3000, 1024), 2, b"x" * 952).to_bytes(),
     Assignment: Assignment("sw", 3, "worker", 1, CodeRef(SHA, "worker"), {"hp": SHA}, ["d"], 300.0).to_bytes(),
     ResultEnvelope: ResultEnvelope(
@@ -55,10 +60,7 @@ VALID = {
         1.5,
     ).to_bytes(),
 }
-FIELDS = {
-    cls: sorted(json.loads(raw) if cls in (NodeStatus, SwarmState) else msgpack.unpackb(raw))
-    for cls, raw in VALID.items()
-}
+FIELDS = {cls: sorted(json.loads(raw) if cls in JSON_PARSERS else msgpack.unpackb(raw)) for cls, raw in VALID.items()}
 
 ARRAY_DESCRS = [b"|S0", b"<U0", b"|V0", b"<f8", b"|u1", b"|S3", b"<U2", b"|b1", b"<M8[s]", b"O", b"(2,)<i4", b"<i4,<f4"]
 
@@ -179,7 +181,7 @@ def test_mutated_valid_messages(cls: Any, data: st.DataObject) -> None:
 @given(cls=st.sampled_from(PARSERS), data=st.data())
 def test_well_formed_messages_with_hostile_fields(cls: Any, data: st.DataObject) -> None:
     """Every field present, any of them replaced by anything msgpack (or JSON) can carry."""
-    if cls in (NodeStatus, SwarmState):
+    if cls in JSON_PARSERS:
         fields = json.loads(VALID[cls])
         for name in data.draw(st.lists(st.sampled_from(FIELDS[cls]), max_size=3)):
             fields[name] = data.draw(

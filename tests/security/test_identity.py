@@ -47,7 +47,7 @@ class Attack:
                     self.accepted += 1
                     self.first.set()
                     link.subscribe(
-                        ["manta/v1/swarms/+/assign/n2", "manta/v1/swarms/+/blobs/#", "manta/v1/swarms/+/state"]
+                        ["manta/v2/swarms/+/assign/n2", "manta/v2/swarms/+/blobs/#", "manta/v2/swarms/+/state"]
                     )
                     for topic, payload in self.forge:
                         link.publish(topic, payload, retain=topic.endswith("/status"))
@@ -97,7 +97,7 @@ def test_two_watch_sessions_of_an_operator_do_not_kick_each_other(site: Site) ->
     seen: list[list[str]] = [[], []]
     stop = threading.Event()
     watchers = [
-        threading.Thread(target=watch, args=(address,), kwargs={"version": "5", "topic_filter": "manta/v1/#",
+        threading.Thread(target=watch, args=(address,), kwargs={"version": "5", "topic_filter": "manta/v2/#",
                                                                   "emit": seen[i].append, "stop": stop})
         for i in range(2)
     ]  # fmt: skip

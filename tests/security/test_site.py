@@ -277,7 +277,7 @@ def test_a_node_added_later_reads_the_swarms_after_the_printed_reload(broker: Br
         link = broker.link(broker.root / "nodes" / "pi-late", "pi-late")
         link.route("#", lambda topic, payload, retained: seen.append(topic))
         assert link.start(timeout=5)  # the site CA signed it: the broker lets it in at once
-        link.subscribe("manta/v1/swarms/+/state", wait=5)
+        link.subscribe("manta/v2/swarms/+/state", wait=5)
         until(lambda: bool(seen), timeout=0.5)
         link.stop()
         return seen == [topics.swarm_state("s1")]

@@ -102,8 +102,8 @@ def test_the_bundle_is_the_shipped_config_plus_a_crl_and_the_enrolled_nodes(site
     assert kept == SITE_CONFIG.read_text().splitlines()  # the rest, verbatim and in order
     acl = (site / "broker" / "manta.acl").read_text()
     assert SITE_ACL.read_text() in acl
-    blocks = re.findall(r"^user (\S+)\ntopic read manta/v1/swarms/\+/state\ntopic read manta/v1/swarms/\+/blobs/#$",
-                        acl, re.M)  # fmt: skip
+    block = r"^user (\S+)\ntopic read manta/v2/swarms/\+/state\ntopic read manta/v2/swarms/\+/blobs/#"
+    blocks = re.findall(block + r"\ntopic read manta/v2/discover$", acl, re.M)
     assert blocks == ["pi-garage", "pi-kitchen"]
     passwd = (site / "broker" / "manta.passwd").read_text()
     assert re.fullmatch(r"monitor:\$7\$101\$\S+\$\S+\n", passwd)

@@ -341,6 +341,11 @@ class Engine:
     def _on_status(self, status: NodeStatus, now: float) -> None:
         node = status.node
         before = self.run.fleet.get(node)
+        if before is not None and before.session == status.session and status.link < before.link:
+            # an earlier connection's will, delivered after the node's next connection announced
+            # itself (a cluster's members deliver them late while one of them is down): stale
+            self.run.emit(act.Log(f"ignored node {node}'s status of its connection {status.link} (now {before.link})"))
+            return
         self.run.heard(status, now)
         if (before is None or before.state == "offline") and status.state != "offline":
             self.run.emit(act.Log(f"node {node} online (datasets: {', '.join(status.datasets) or 'none'})"))

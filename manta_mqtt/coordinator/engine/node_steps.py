@@ -195,9 +195,11 @@ class NodeSteps:
                 self._node_failed(step, node, "node went offline during the step")
             return
         restarted = before is not None and before.session != status.session
-        if (node in step.round.lost or restarted) and node not in step.round.succeeded:
-            # back (or restarted, having lost its task): ask again; a node that has the result
-            # in its outbox sends it, one that is still working ignores the duplicate
+        relinked = before is not None and before.link != status.link  # what we sent it may be lost
+        if (node in step.round.lost or restarted or relinked) and node not in step.round.succeeded:
+            # back (restarted, having lost its task; or reconnected, maybe to another cluster
+            # member that never had its session): ask again; a node that has the result in its
+            # outbox sends it, one that is still working ignores the duplicate
             self.run.emit(act.Assign(node, step.assignment))
 
     def envelope(self, node: str, e: ResultEnvelope, missing: set[str], size: int) -> None:

@@ -1,4 +1,4 @@
-"""Blob messages: a retained meta per blob, and chunks that each describe their whole blob.
+"""Blob messages: a node's request for chunks of a blob, and chunks that each describe their blob.
 
 Every chunk carries the blob's sha256, size and chunk size, so a receiver can check it against
 the blob on whichever chunk arrives first (it never allocates at the declared size); the index
@@ -13,8 +13,8 @@ from typing import Any
 
 from .. import codec
 from ..chunking import BlobInfo
-from ..limits import MIN_CHUNK_SIZE
-from .fields import VERSION, ProtocolError, _get, _load_msgpack, _nonneg, _sha
+from ..limits import MAX_CHUNK_INDEX, MIN_CHUNK_SIZE
+from .fields import VERSION, ProtocolError, _get, _id, _load_msgpack, _nonneg, _sha
 
 
 def _blob_info(data: dict[str, Any]) -> BlobInfo:
@@ -32,29 +32,45 @@ def _info_fields(info: BlobInfo) -> dict[str, Any]:
     return {"sha": info.sha, "size": info.size, "chunk_size": info.chunk_size}
 
 
-@dataclass
-class BlobMeta:
-    """Retained at ``blobs/{sha}``; a blob that fits in one chunk travels inline here."""
+@dataclass(frozen=True)
+class BlobRequest:
+    """A node asks for chunks ``first .. first + count - 1`` of a swarm blob (``want/{node}``).
 
-    info: BlobInfo
-    inline: bytes | None = None
+    The node need not know the blob's chunk count yet (its first request is for a window from 0):
+    the coordinator serves the part of the range that exists."""
+
+    swarm: str
+    node: str
+    sha: str
+    first: int
+    count: int
+
+    @property
+    def indexes(self) -> range:
+        return range(self.first, self.first + self.count)
 
     def to_bytes(self) -> bytes:
-        return codec.encode({"v": VERSION, **_info_fields(self.info), "inline": self.inline})
+        fields = {"swarm": self.swarm, "node": self.node, "sha": self.sha, "first": self.first, "count": self.count}
+        return codec.encode({"v": VERSION, **fields})
 
     @classmethod
-    def parse(cls, payload: bytes) -> BlobMeta:
+    def parse(cls, payload: bytes) -> BlobRequest:
         data = _load_msgpack(payload)
-        info = _blob_info(data)
-        inline = _get(data, "inline", (bytes, type(None)), None)
-        if inline is not None and len(inline) != info.size:
-            raise ProtocolError("inline blob size does not match its meta")
-        return cls(info, inline)
+        request = cls(
+            swarm=_id(data, "swarm"),
+            node=_id(data, "node"),
+            sha=_sha(_get(data, "sha", str), "sha"),
+            first=_nonneg(data, "first"),
+            count=_nonneg(data, "count"),
+        )
+        if request.count < 1 or request.first + request.count > MAX_CHUNK_INDEX + 1:
+            raise ProtocolError(f"chunks {request.first}+{request.count} out of range")
+        return request
 
 
 @dataclass
 class Chunk:
-    """One piece of a blob (retained under ``blobs/``, or QoS 1 under ``uploads/``)."""
+    """One piece of a blob (under ``blobs/`` when a node asked for it, under ``uploads/`` when granted)."""
 
     info: BlobInfo
     index: int

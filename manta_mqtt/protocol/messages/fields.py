@@ -1,6 +1,6 @@
-"""What every v1 message shares: the version, the error, and strict field readers.
+"""What every v2 message shares: the version, the error, and strict field readers.
 
-``parse`` methods raise :class:`ProtocolError` for anything that is not exactly a v1 message;
+``parse`` methods raise :class:`ProtocolError` for anything that is not exactly a v2 message;
 these helpers are why: each reads one field and refuses a missing key, a wrong type (``True``
 is not a number here), or an id, sha256 or number out of range.
 """
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .. import codec
 from ..topics import TopicError, check_id, check_sha
 
-VERSION = 1
+VERSION = 2
 T = TypeVar("T")
 
 

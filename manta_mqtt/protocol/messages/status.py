@@ -27,6 +27,8 @@ class NodeStatus:
     rejected: dict[str, int] = field(default_factory=dict)
     agent: str = ""  # "manta-mqtt {version}"
     heartbeat: float = 0.0  # the node's clock (unix s) when it sent this; it re-sends every `interval` s
+    link: int = 0  # connections to the broker this session made: a new one may have lost messages
+    server: str = ""  # "host:port" of the broker (cluster member) the node is connected to
     # health, optional (None: not known, left out of the JSON; nodes before them send none)
     interval: float | None = None  # seconds between heartbeats: silent for 3 of them, the node is stale
     uptime: float | None = None  # seconds since the agent started
@@ -70,6 +72,8 @@ class NodeStatus:
             rejected={str(k): int(v) for k, v in rejected.items() if isinstance(v, int)},
             agent=_get(data, "agent", str, ""),
             heartbeat=_finite(data, "heartbeat", 0.0),
+            link=_nonneg(data, "link", 0),
+            server=_get(data, "server", str, "")[:255],
             interval=_optional(_finite, data, "interval"),
             uptime=_optional(_finite, data, "uptime"),
             cpu=_percent(_optional(_finite, data, "cpu")),
@@ -108,6 +112,26 @@ def _celsius(data: dict[str, Any], key: str) -> float:
     if not -1000 <= value <= 1000:  # NaN and infinities too
         raise ProtocolError(f"field {key!r} must be a temperature in degrees C, not {value}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class Discover:
+    """Every node: publish your status now (``manta/v2/discover``; QoS 1, not retained).
+
+    A coordinator sends it on each connection: a node's retained status may not reach it (RabbitMQ
+    delivers none to wildcard subscriptions, nor across cluster members)."""
+
+    sender: str  # who asks, for people watching
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"v": VERSION, "from": self.sender}, sort_keys=True).encode()
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Discover:
+        if len(payload) > 1024:
+            raise ProtocolError(f"discover request of {len(payload)} bytes (at most 1024)")
+        data = _load_json(payload)
+        return cls(_get(data, "from", str, "")[:255])
 
 
 @dataclass

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from ...protocol import topics
+from ...protocol.messages import Discover
 from ...transport.mqtt import BrokerAddress, MqttLink
 from .. import fleet
 from .model import FILTERS, SORTS, SiteView, wanted
@@ -57,7 +58,9 @@ class Feed:
 def subscribe(link: MqttLink, feed: Feed, traffic: bool) -> None:
     link.route("#", feed.on_message)
     wanted_filters = [topics.everything()] if traffic else [topics.all_node_status(), topics.all_swarm_states()]
-    link.subscribe([*wanted_filters, "$SYS/broker/#"], qos=0)
+    link.subscribe([*wanted_filters, "$SYS/broker/#"], qos=0, wait=10)
+    # nodes' retained statuses may not reach a wildcard subscription (RabbitMQ): ask them
+    link.publish(topics.discover(), Discover(link.client_id).to_bytes(), qos=0)
 
 
 @contextmanager
