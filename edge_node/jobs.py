@@ -66,6 +66,7 @@ class JobBook:
         self._jobs: dict[Key, Job] = {}  # accepted and not yet finished by the worker
         self._running: Job | None = None  # between the worker's JobStarted and JobFinished
         self._finished: dict[str, None] = {}  # swarms whose state was terminal, oldest first: refuse their work
+        self._again: dict[Key, Assignment] = {}  # asked again while its cancelled job winds down (one per job)
 
     def handle(self, event: BookEvent) -> list[Action]:
         self.owner.check()
@@ -104,6 +105,9 @@ class JobBook:
         if a.swarm in self._finished:
             return [Reject("late", f"assignment for finished swarm {a.swarm}")]
         if key in self._jobs:
+            if self._jobs[key].cancel.is_set():  # dropped (its coordinator was lost), not ended yet:
+                self._again[key] = a  # a resumed coordinator asks again; run it once that one ends
+                return []
             return [Reject("duplicate", f"assignment {key} is already queued or running")]
         if self.queued() >= self.max_queued:
             return [Reject("overflow", f"assignment {key}: {self.max_queued} jobs are queued already")]
@@ -113,10 +117,12 @@ class JobBook:
 
     def _done(self, event: JobFinished) -> list[Action]:
         job = self._jobs.pop(event.key, None)
+        actions: list[Action] = []
         if job is not None and job is self._running:
             self._running = None
-            return [Announce()]
-        return []  # skipped or answered from the outbox: the status did not change
+            actions.append(Announce())  # (skipped or answered from the outbox: the status did not change)
+        again = self._again.pop(event.key, None)
+        return actions + (self._arrived(again) if again is not None else [])
 
     def _ended(self, swarm: str, state: str) -> list[Action]:
         if swarm in self._finished:

@@ -183,7 +183,8 @@ class Worker:
         incoming = sum(size for sha, size in a.sizes.items() if sha in a.blobs and sha not in self.cache)
         pins, last = self._pins(a.blobs)
         prune_quietly(self.blob_cache, pins, incoming, last)  # room for what it fetches
-        missing = self.fetcher.fetch(a.swarm, a.blobs, min(a.timeout, BLOB_FETCH_TIMEOUT_SECONDS), a.sizes)
+        timeout = min(a.timeout, BLOB_FETCH_TIMEOUT_SECONDS)
+        missing = self.fetcher.fetch(a.swarm, a.blobs, timeout, a.sizes, cancel=job.cancel)
         if job.cancel.is_set():
             outcome = TaskOutcome(False, "cancelled")
         elif missing:

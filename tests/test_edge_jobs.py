@@ -99,6 +99,24 @@ def test_a_cancelled_job_stays_known_until_the_worker_is_done_with_it() -> None:
     assert book.jobs() == []
 
 
+def test_asked_again_while_its_cancelled_job_winds_down_it_runs_again_after() -> None:
+    """A coordinator lost (its will cancels the job) and resumed asks again with the same key while
+    the cancelled job is still ending (fetching its blobs): not a duplicate, a job once it ends."""
+    book = JobBook()
+    a = assignment()
+    job = accept(book, a)
+    book.handle(JobStarted(job.key))
+    for action in book.handle(SwarmEnded("sw", "lost")):
+        assert isinstance(action, Cancel)
+        action.job.cancel.set()  # what the agent does with a Cancel
+    assert book.handle(AssignmentArrived(a)) == []  # held, not refused
+    out = book.handle(JobFinished(job.key))
+    assert Announce() in out
+    (again,) = [x.job for x in out if isinstance(x, Dispatch)]
+    assert again is not job and again.key == job.key and not again.cancel.is_set()
+    assert book.jobs() == [again]
+
+
 def test_assignments_of_a_finished_swarm_are_late() -> None:
     book = JobBook()
     book.handle(SwarmEnded("sw", "completed"))

@@ -49,7 +49,9 @@ class FakeFetcher:
         self.gate.set()
         self.fail = fail
 
-    def fetch(self, swarm: str, shas: list[str], timeout: float, sizes: object = None) -> list[str]:
+    def fetch(
+        self, swarm: str, shas: list[str], timeout: float, sizes: object = None, cancel: object = None
+    ) -> list[str]:
         assert self.gate.wait(10)
         if self.fail is not None:
             raise self.fail

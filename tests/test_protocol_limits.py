@@ -26,7 +26,8 @@ def test_ids_up_to_64_characters() -> None:
     assert topics.check_id("a" * 64) == "a" * 64
     with pytest.raises(topics.TopicError):
         topics.check_id("a" * 65)
-    assert re.fullmatch(limits.ID_PATTERN, "pi-kitchen_2.local")
+    assert re.fullmatch(limits.ID_PATTERN, "pi-kitchen_2-local")
+    assert not re.fullmatch(limits.ID_PATTERN, "pi-kitchen_2.local")  # NATS refuses a topic with "."
 
 
 def test_chunk_index_limit_applies_to_every_chunk_topic() -> None:

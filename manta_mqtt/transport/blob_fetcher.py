@@ -126,11 +126,20 @@ class BlobFetcher:
         link.on_connect(self._on_reconnect)
         link.on_refused(self._on_refused)
 
-    def fetch(self, swarm: str, shas: list[str], timeout: float, sizes: Mapping[str, int] | None = None) -> list[str]:
+    def fetch(
+        self,
+        swarm: str,
+        shas: list[str],
+        timeout: float,
+        sizes: Mapping[str, int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[str]:
         """Make every blob of ``shas`` available locally; return those that could not be had.
 
         ``sizes``: what the (signed) assignment announced; a chunk declaring another size is
-        refused (``bad_chunk``) and the transfer waits for the right one."""
+        refused (``bad_chunk``) and the transfer waits for the right one. ``cancel``: the job was
+        dropped (its swarm's coordinator was lost, say): stop waiting (the blobs come only when
+        a coordinator answers, and a resumed one asks again with the same job)."""
         wanted = [sha for sha in dict.fromkeys(shas) if sha not in self.store]
         if not wanted:
             return []
@@ -142,26 +151,37 @@ class BlobFetcher:
                 transfer = self._transfers.setdefault(sha, _Transfer(swarm, sha, size))
                 transfers.append(transfer)
         filters = [topics.blob_chunks(swarm, sha) for sha in wanted]
+        stop = cancel if cancel is not None else threading.Event()
         try:
-            if not self.link.subscribe(filters, qos=0, wait=max(0.1, min(30.0, timeout))):
-                reason = self.link.refusal or "the broker did not acknowledge the subscription"
-                with self._lock:
-                    for transfer in transfers:
-                        transfer.error = transfer.error or reason
-                        transfer.done = True
-            self._wait(transfers, deadline)
+            if self._subscribe(filters, transfers, deadline, stop):
+                self._wait(transfers, deadline, stop)
         finally:
             self.link.unsubscribe(filters)
         return self._finish(transfers)
 
-    def _wait(self, transfers: list[_Transfer], deadline: float) -> None:
+    def _subscribe(
+        self, filters: list[str], transfers: list[_Transfer], deadline: float, stop: threading.Event
+    ) -> bool:
+        """Subscribe before asking (a chunk published earlier would be missed); again until the
+        broker acknowledges (a SUBSCRIBE sent while the link is down is lost) unless it refuses
+        (``_on_refused`` then failed the transfers)."""
+        while time.monotonic() < deadline and not stop.is_set():
+            if self.link.connected.is_set() and self.link.subscribe(filters, qos=0, wait=5.0):
+                return True
+            with self._lock:
+                if any(t.done for t in transfers):  # refused
+                    return False
+            stop.wait(0.5)
+        return False
+
+    def _wait(self, transfers: list[_Transfer], deadline: float, stop: threading.Event) -> None:
         """Ask, and ask again for what does not come, until every transfer is done or time is up."""
         while True:
             asks: list[Ask] = []
             now = time.monotonic()
             with self._lock:
                 pending = [t for t in transfers if not t.done]
-                if not pending or now >= deadline:
+                if not pending or now >= deadline or stop.is_set():
                     return
                 for t in pending:
                     if t.heard == 0.0:  # the first window

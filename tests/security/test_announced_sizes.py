@@ -128,22 +128,36 @@ def test_chunks_that_do_not_fit_are_refused_and_the_real_ones_still_make_the_blo
     assert node.result() == [] and node.fetcher.store.get(info.sha) == real
 
 
-def test_a_corrupt_chunk_fails_the_fetch_and_never_reaches_the_store(tmp_path: Path) -> None:
+def test_a_corrupt_chunk_makes_the_fetch_start_over_and_never_reaches_the_store(tmp_path: Path) -> None:
     """Right size and length, wrong bytes, there before the real one: the sha256 check at the end
-    refuses the blob; nothing is kept, and a later fetch (the chunks asked for again) gets it."""
+    refuses the blob, nothing of it is kept, and the fetch starts over (chunks can be asked for
+    again): the real chunks then make the blob."""
     real, info, pieces = real_blob()
     node = Fetching(tmp_path, info.sha, {info.sha: len(real)})
     node.deliver(1, Chunk(info, 1, os.urandom(MIN_CHUNK_SIZE)))
     for index, piece in enumerate(pieces):
         node.deliver(index, Chunk(info, index, piece))  # the real chunk 1 comes as a duplicate
-    assert node.result() == [info.sha]
     assert [r for r, _ in node.rejected] == ["bad_chunk"] and "sha256" in node.rejected[0][1]
     store = node.fetcher.store
     assert info.sha not in store and not [f for f in store.root.rglob("*") if f.is_file()]
-    again = Fetching(tmp_path, info.sha, {info.sha: len(real)})
+    for index, piece in enumerate(pieces):  # what the fetch asks for again
+        node.deliver(index, Chunk(info, index, piece))
+    assert node.result() == [] and store.get(info.sha) == real
+
+
+def test_a_forged_first_chunk_with_another_chunking_cannot_stall_the_fetch(tmp_path: Path) -> None:
+    """The right size but another chunk size, first: it sets up the reassembly, and the real chunks
+    disagree with it; after two of them the fetch starts over, and the real chunks make the blob."""
+    real, info, pieces = real_blob()
+    node = Fetching(tmp_path, info.sha, {info.sha: len(real)})
+    forged = BlobInfo(info.sha, info.size, 2 * MIN_CHUNK_SIZE)
+    node.deliver(0, Chunk(forged, 0, os.urandom(2 * MIN_CHUNK_SIZE)))
     for index, piece in enumerate(pieces):
-        again.deliver(index, Chunk(info, index, piece))
-    assert again.result() == [] and again.fetcher.store.get(info.sha) == real
+        node.deliver(index, Chunk(info, index, piece))
+    for index, piece in enumerate(pieces):  # asked for again after the restart
+        node.deliver(index, Chunk(info, index, piece))
+    assert node.result() == [] and node.fetcher.store.get(info.sha) == real
+    assert {r for r, _ in node.rejected} == {"bad_chunk"}
 
 
 def test_a_real_run_announces_the_size_of_every_blob(

@@ -157,6 +157,8 @@ class FakeLink:
 
     def __init__(self) -> None:
         self.subscribed = threading.Event()
+        self.connected = threading.Event()
+        self.connected.set()
         self.refusal = ""
         self.requests: list[BlobRequest] = []
 
