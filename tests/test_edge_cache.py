@@ -182,7 +182,9 @@ class StoringFetcher:
         self.blobs = blobs
         self.held_at_fetch: set[str] = set()
 
-    def fetch(self, swarm: str, shas: list[str], timeout: float, sizes: object = None) -> list[str]:
+    def fetch(
+        self, swarm: str, shas: list[str], timeout: float, sizes: object = None, cancel: object = None
+    ) -> list[str]:
         self.held_at_fetch = {b.sha for b in BlobCache(self.store, 0).blobs()}
         for wanted in shas:
             if wanted not in self.store:

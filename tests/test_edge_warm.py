@@ -42,7 +42,9 @@ def main():
 class NothingMissing:
     """The fetcher of a node whose cache holds everything already."""
 
-    def fetch(self, swarm: str, shas: list[str], timeout: float, sizes: object = None) -> list[str]:
+    def fetch(
+        self, swarm: str, shas: list[str], timeout: float, sizes: object = None, cancel: object = None
+    ) -> list[str]:
         return []
 
 
