@@ -84,13 +84,14 @@ class EdgeAgent:
         )
         self.link.will_for = self._will  # each connection's will names it (link), so a late one is told
         self.fetcher = BlobFetcher(self.link, self.cache, self.node_id, on_reject=self.reject)
-        self.intake = Intake(self.node_id, self.reject, self.inbox)  # the network thread's handlers
+        self.intake = Intake(self.node_id, self.reject, self.inbox, self.session)  # the network thread's handlers
         self.uploads = UploadServer(self.node_id, self.link, self.cache, self.reject)
         self.worker = Worker(config, self.link, self.cache, self.fetcher, self.inbox, self.reject, self.uploads)
         self.link.route(topics.my_assignments(self.node_id), self.intake.on_assignment)
         self.link.route(topics.my_grants(self.node_id), self.uploads.on_grant)
         self.link.route(topics.all_swarm_states(), self.intake.on_swarm_state)
         self.link.route(topics.discover(), self.intake.on_discover)
+        self.link.route(topics.node_status(self.node_id), self.intake.on_own_status)
         self.link.on_connect(self.intake.on_connect)
         self.remote_log = RemoteLog(  # the root logger's while run() runs; thread-safe
             self.node_id,
@@ -118,6 +119,9 @@ class EdgeAgent:
                     topics.discover(),
                 ]
                 if self.link.subscribe(filters, wait=10.0):
+                    # our own status: a will published while we are connected gets an answer; not
+                    # required (an older ACL may not let us read it)
+                    self.link.subscribe(topics.node_status(self.node_id), qos=0)
                     return True
                 refusal = self.link.refusal
                 self.link.stop()

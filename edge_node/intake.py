@@ -12,7 +12,7 @@ import threading
 
 from manta_mqtt.protocol import topics
 from manta_mqtt.protocol.limits import MAX_ASSIGNMENT_BYTES
-from manta_mqtt.protocol.messages import Assignment, Discover, ProtocolError, SwarmState
+from manta_mqtt.protocol.messages import Assignment, Discover, NodeStatus, ProtocolError, SwarmState
 from manta_mqtt.protocol.rejections import Rejections
 
 from .events import AssignmentArrived, Connected, DiscoverRequested, Event, SwarmEnded
@@ -21,8 +21,9 @@ from .events import AssignmentArrived, Connected, DiscoverRequested, Event, Swar
 class Intake:
     """The handlers paho calls; everything they keep is immutable or thread-safe."""
 
-    def __init__(self, node_id: str, reject: Rejections, inbox: queue.Queue[Event]) -> None:
+    def __init__(self, node_id: str, reject: Rejections, inbox: queue.Queue[Event], session: int = 0) -> None:
         self.node_id = node_id
+        self.session = session  # the agent's: tells our own statuses from an earlier run's
         self.reject = reject
         self.inbox = inbox
         self.discover_pending = threading.Event()  # set here, cleared by the main thread: one queued at most
@@ -63,6 +64,20 @@ class Intake:
             self.reject("malformed", f"discover request on {topic}: {exc}")
             return
         if retained:  # a stale request: our status goes out on connecting anyway
+            return
+        if not self.discover_pending.is_set():
+            self.discover_pending.set()
+            self.inbox.put(DiscoverRequested())
+
+    def on_own_status(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Our status as the broker has it: an ``offline`` one of this session while we run (a will
+        a cluster member published although we are connected) is answered like a discover."""
+        try:
+            status = NodeStatus.parse(payload) if payload else None
+        except ProtocolError as exc:
+            self.reject("malformed", f"status on {topic}: {exc}")
+            return
+        if status is None or retained or status.state != "offline" or status.session != self.session:
             return
         if not self.discover_pending.is_set():
             self.discover_pending.set()

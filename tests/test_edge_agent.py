@@ -15,9 +15,18 @@ import pytest
 
 from edge_node.agent import EdgeAgent
 from edge_node.config import NodeConfig
-from edge_node.events import AssignmentArrived, Connected, Job, JobFinished, JobStarted, SwarmEnded, WorkerCrashed
+from edge_node.events import (
+    AssignmentArrived,
+    Connected,
+    DiscoverRequested,
+    Job,
+    JobFinished,
+    JobStarted,
+    SwarmEnded,
+    WorkerCrashed,
+)
 from manta_mqtt.protocol import topics
-from manta_mqtt.protocol.messages import Assignment, CodeRef, NodeStatus, ResultEnvelope, SwarmState
+from manta_mqtt.protocol.messages import Assignment, CodeRef, Discover, NodeStatus, ResultEnvelope, SwarmState
 from manta_mqtt.protocol.signing import Trust
 from manta_mqtt.transport.mqtt import BrokerAddress, MqttLink
 
@@ -93,6 +102,22 @@ def test_network_thread_handlers_only_check_and_enqueue(agent: EdgeAgent) -> Non
     assert events == [AssignmentArrived(good), AssignmentArrived(good), SwarmEnded("sw", "stopped"), Connected()]
     assert agent.reject.as_dict() == {"forged": 2, "malformed": 2, "oversized": 1}
     assert agent.book.jobs() == []
+
+
+def test_a_will_published_while_the_node_runs_and_discover_requests_get_one_status(agent: EdgeAgent) -> None:
+    """An offline status of this session (a cluster member published our will though we are
+    connected) is answered like a discover: one pending request at most, whatever comes."""
+    own = topics.node_status("n1")
+    mine = NodeStatus("n1", "offline", [], agent.session).to_bytes()
+    agent.intake.on_own_status(own, NodeStatus("n1", "online", [], agent.session).to_bytes(), False)  # ours
+    agent.intake.on_own_status(own, NodeStatus("n1", "offline", [], agent.session - 1).to_bytes(), False)  # old run
+    agent.intake.on_own_status(own, mine, True)  # retained: we announce on connecting anyway
+    assert agent.inbox.empty()
+    agent.intake.on_own_status(own, mine, False)
+    agent.intake.on_discover(topics.discover(), Discover("c").to_bytes(), False)
+    assert agent.inbox.get_nowait() == DiscoverRequested() and agent.inbox.empty()
+    agent.intake.on_own_status(own, b"{not json", False)
+    assert agent.reject.as_dict() == {"malformed": 1}
 
 
 def test_the_pump_dispatches_dedupes_and_announces(agent: EdgeAgent, monkeypatch: pytest.MonkeyPatch) -> None:
