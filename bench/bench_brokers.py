@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import tree_cpu_seconds, write
+from bench_round import start_node
 
 from manta_mqtt.coordinator.store import RunStore
 from manta_mqtt.protocol.signing import OwnerKey
@@ -98,24 +99,6 @@ def start_broker(name: str, workdir: Path, stack: contextlib.ExitStack) -> Broke
     raise ValueError(f"unknown broker {name!r} (known: {', '.join(BROKERS)})")
 
 
-def start_node(home: Path, node_id: str, url: str, version: str, trusted: str) -> subprocess.Popen[bytes]:
-    """An ``edge-node start`` process (one torch thread), as bench_round.py starts them."""
-    home.mkdir(parents=True)
-    config = home / "node.toml"
-    config.write_text(
-        f'[node]\nid = "{node_id}"\ndata_dir = "{home / "state"}"\n'
-        f'[broker]\nurl = "{url}"\nversion = "{version}"\n[trust]\nkeys = ["{trusted}"]\n'
-    )
-    with (home / "node.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edge_node.cli", "start", "--config", str(config), "-q"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-
-
 @dataclass
 class Settings:
     nodes: int
@@ -131,8 +114,7 @@ def run_swarm(broker: Broker, tmp: Path, tag: str, key: Path, trusted: str, s: S
     started, started_epoch = time.perf_counter(), time.time()
     urls = broker.urls
     nodes = [
-        start_node(tmp / "nodes" / f"{tag}n{i}", f"{tag}n{i}", urls[i % len(urls)], broker.version, trusted)
-        for i in range(s.nodes)
+        start_node(tmp, f"{tag}n{i}", urls[i % len(urls)], trusted, version=broker.version) for i in range(s.nodes)
     ]
     summary = tmp / "summary.json"
     command = [sys.executable, "-m", "manta_mqtt.cli.main", "run", str(SWARM), "--broker", urls[0]]

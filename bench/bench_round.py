@@ -37,13 +37,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SWARM = Path(__file__).resolve().parent / "swarms" / "noop_fedavg" / "swarm.py"
 
 
-def start_node(tmp: Path, node_id: str, url: str, trusted: str, extra: str = "") -> subprocess.Popen[bytes]:
+def start_node(
+    tmp: Path, node_id: str, url: str, trusted: str, extra: str = "", version: str = "5"
+) -> subprocess.Popen[bytes]:
     """An ``edge-node start`` process (one torch thread); ``extra`` is appended to its node.toml."""
     home = tmp / "nodes" / node_id
     home.mkdir(parents=True)
     config = home / "node.toml"
     config.write_text(
-        f'[node]\nid = "{node_id}"\ndata_dir = "{home / "state"}"\n[broker]\nurl = "{url}"\nversion = "5"\n'
+        f'[node]\nid = "{node_id}"\ndata_dir = "{home / "state"}"\n[broker]\nurl = "{url}"\nversion = "{version}"\n'
         f'[trust]\nkeys = ["{trusted}"]\n{extra}'
     )
     with (home / "node.log").open("ab") as log:

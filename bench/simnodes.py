@@ -61,21 +61,10 @@ from manta_mqtt.protocol.messages import (
     SwarmState,
 )
 from manta_mqtt.transport.address import BrokerAddress, server_name
+from manta_mqtt.transport.blob_fetcher import Transfer, runs
 
 AGENT = "manta-mqtt simnode"
 HEARTBEAT = 30.0  # seconds, as the edge agent's default
-
-
-@dataclass
-class Fetch:
-    """One blob a node is fetching, chunk by chunk, at most FETCH_WINDOW asked for and not yet here."""
-
-    swarm: str
-    sha: str
-    assembler: Assembler | None = None  # set up by the first chunk (chunks describe their blob)
-    asked: set[int] = field(default_factory=set)
-    next_index: int = 0  # the first index never asked for
-    heard: float = 0.0  # when a chunk last came (or we last asked); 0: not asked yet
 
 
 @dataclass
@@ -84,7 +73,7 @@ class SimNode:
     client: paho.Client
     session: int
     have: set[str] = field(default_factory=set)  # blobs this node fetched
-    fetching: dict[str, Fetch] = field(default_factory=dict)
+    fetching: dict[str, Transfer] = field(default_factory=dict)
     waiting: list[Assignment] = field(default_factory=list)  # assignments until their blobs arrive
     answered: set[tuple[str, int, str, int]] = field(default_factory=set)
     subscribing: dict[int, list[str]] = field(default_factory=dict)  # SUBSCRIBE mid -> shas it is for
@@ -152,7 +141,7 @@ class Fleet:
                         self._announce(node, "busy" if node.waiting else "online")
                     for fetch in node.fetching.values():
                         if fetch.heard and now - fetch.heard >= FETCH_RETRY_SECONDS:  # lost: ask again
-                            self._ask(node, fetch, set(fetch.asked) or self._more(fetch))
+                            self._ask(node, fetch, set(fetch.asked) or fetch.more(FETCH_WINDOW))
 
     def close(self) -> None:
         for node in self.nodes.values():
@@ -210,7 +199,7 @@ class Fleet:
         wanted = [sha for sha in dict.fromkeys(assignment.blobs) if sha not in node.have]
         new = [sha for sha in wanted if sha not in node.fetching]
         for sha in new:
-            node.fetching[sha] = Fetch(assignment.swarm, sha)
+            node.fetching[sha] = Transfer(assignment.swarm, sha)
         if new:  # asked for once the broker acknowledged the subscription (_on_subscribe)
             _rc, mid = node.client.subscribe([(topics.blob_chunks(assignment.swarm, sha), 0) for sha in new])
             if mid is not None:
@@ -221,32 +210,11 @@ class Fleet:
         for sha in node.subscribing.pop(mid, []):
             fetch = node.fetching.get(sha)
             if fetch is not None and not fetch.heard:
-                self._ask(node, fetch, self._more(fetch))
+                self._ask(node, fetch, fetch.more(FETCH_WINDOW))
 
-    def _more(self, fetch: Fetch) -> list[int]:
-        """The indexes to ask for now: up to a full window once half of it came (or at the start)."""
-        count = fetch.assembler.info.count if fetch.assembler is not None else None
-        if count is not None:  # asked for before the count was known
-            fetch.asked = {i for i in fetch.asked if i < count}
-        if len(fetch.asked) > FETCH_WINDOW // 2:
-            return []
-        new = []
-        while len(fetch.asked) < FETCH_WINDOW and (count is None or fetch.next_index < count):
-            if fetch.assembler is None or not fetch.assembler.has(fetch.next_index):
-                fetch.asked.add(fetch.next_index)
-                new.append(fetch.next_index)
-            fetch.next_index += 1
-        return new
-
-    def _ask(self, node: SimNode, fetch: Fetch, indexes: Iterable[int]) -> None:
+    def _ask(self, node: SimNode, fetch: Transfer, indexes: Iterable[int]) -> None:
         fetch.heard = time.monotonic()
-        runs: list[list[int]] = []  # [first, count] of consecutive indexes
-        for i in sorted(indexes):
-            if runs and sum(runs[-1]) == i:
-                runs[-1][1] += 1
-            else:
-                runs.append([i, 1])
-        for first, count in runs:
+        for first, count in runs(indexes):
             request = BlobRequest(fetch.swarm, node.node, fetch.sha, first, count)
             node.client.publish(topics.blob_request(fetch.swarm, node.node), request.to_bytes(), qos=1)
             self.stats["requests"] += 1
@@ -262,13 +230,13 @@ class Fleet:
         try:
             data = fetch.assembler.add(chunk.info, chunk.index, chunk.data)
         except DigestMismatch:  # a corrupt chunk got in: start over, asking from chunk 0
-            node.fetching[fetch.sha] = Fetch(fetch.swarm, fetch.sha)
-            self._ask(node, node.fetching[fetch.sha], self._more(node.fetching[fetch.sha]))
+            node.fetching[fetch.sha] = Transfer(fetch.swarm, fetch.sha)
+            self._ask(node, node.fetching[fetch.sha], node.fetching[fetch.sha].more(FETCH_WINDOW))
             raise
         fetch.asked.discard(chunk.index)
         if data is None:
             fetch.heard = time.monotonic()
-            if more := self._more(fetch):
+            if more := fetch.more(FETCH_WINDOW):
                 self._ask(node, fetch, more)
             return
         self.blobs.setdefault(fetch.sha, bytes(data))

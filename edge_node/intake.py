@@ -63,11 +63,8 @@ class Intake:
         except ProtocolError as exc:
             self.reject("malformed", f"discover request on {topic}: {exc}")
             return
-        if retained:  # a stale request: our status goes out on connecting anyway
-            return
-        if not self.discover_pending.is_set():
-            self.discover_pending.set()
-            self.inbox.put(DiscoverRequested())
+        if not retained:  # a stale request: our status goes out on connecting anyway
+            self._status_wanted()
 
     def on_own_status(self, topic: str, payload: bytes, retained: bool) -> None:
         """Our status as the broker has it: an ``offline`` one of this session while we run (a will
@@ -77,8 +74,11 @@ class Intake:
         except ProtocolError as exc:
             self.reject("malformed", f"status on {topic}: {exc}")
             return
-        if status is None or retained or status.state != "offline" or status.session != self.session:
-            return
+        if status is not None and not retained and status.state == "offline" and status.session == self.session:
+            self._status_wanted()
+
+    def _status_wanted(self) -> None:
+        """Ask the main thread for our status, once: it answers at most once a second anyway."""
         if not self.discover_pending.is_set():
             self.discover_pending.set()
             self.inbox.put(DiscoverRequested())

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..ownership import Owner
 from ..protocol import topics
-from ..protocol.messages import BlobRef, UploadGrant
+from ..protocol.messages import BlobRef, NodeStatus, UploadGrant
 from ..transport.mqtt import MqttLink
 from . import engine as eng
 from .grants import GrantScheduler, Key
@@ -62,7 +62,7 @@ class UploadPuller:
         self.max_size = max_size
         self.sent = 0  # grants published
         self._expired = 0  # the scheduler's count, as last logged
-        self._sessions: dict[str, tuple[int, int]] = {}  # node -> (session, link) of its last status
+        self._sessions: dict[str, NodeStatus] = {}  # node -> its last status
         self._owner = Owner("the upload puller")
 
     def observe(self, item: Received | None, engine: eng.Engine, now: float) -> bool:
@@ -80,15 +80,14 @@ class UploadPuller:
         elif isinstance(item, eng.StatusChanged):
             status = item.status
             known = self._sessions.get(status.node)
-            if known is not None and known[0] == status.session and status.link < known[1]:
+            if known is not None and status.superseded_by(known):
                 return True  # an earlier connection's late will (the engine ignores it too)
             if status.state == "offline":
                 self.scheduler.pause(status.node)
-            else:
-                now_on = (status.session, status.link)
-                relinked = self._sessions.get(status.node, now_on) != now_on  # grants may be lost
+            else:  # a new connection (or run) of the node: grants sent to it may be lost
+                relinked = known is not None and known.connection() != status.connection()
                 self.scheduler.resume(status.node, requeue=relinked)
-            self._sessions[status.node] = (status.session, status.link)
+            self._sessions[status.node] = status
         elif isinstance(item, eng.Reconnected):
             self.scheduler.requeue()  # grants sent while we were away may be lost
         return True

@@ -41,7 +41,10 @@ Ask = tuple[str, str, int, int]  # swarm, sha, first, count
 
 
 @dataclass
-class _Transfer:
+class Transfer:
+    """One blob being fetched: what was asked for and not received, and what to ask for next
+    (also the bench's simulated nodes' bookkeeping, bench/simnodes.py)."""
+
     swarm: str
     sha: str
     size: int | None = None  # as the assignment announced it, if it did
@@ -86,7 +89,7 @@ class _Transfer:
         return new
 
 
-def _runs(indexes: Iterable[int]) -> list[tuple[int, int]]:
+def runs(indexes: Iterable[int]) -> list[tuple[int, int]]:
     """Sorted indexes as (first, count) runs of consecutive ones."""
     runs: list[tuple[int, int]] = []
     for i in sorted(indexes):
@@ -121,7 +124,7 @@ class BlobFetcher:
         self.requests_sent = 0
         self._lock = threading.Lock()
         self._news = threading.Condition(self._lock)
-        self._transfers: dict[str, _Transfer] = {}  # under _lock
+        self._transfers: dict[str, Transfer] = {}  # under _lock
         link.route(f"{topics.ROOT}/swarms/+/blobs/#", self._on_message)
         link.on_connect(self._on_reconnect)
         link.on_refused(self._on_refused)
@@ -148,7 +151,7 @@ class BlobFetcher:
         with self._lock:
             for sha in wanted:
                 size = sizes.get(sha) if sizes else None
-                transfer = self._transfers.setdefault(sha, _Transfer(swarm, sha, size))
+                transfer = self._transfers.setdefault(sha, Transfer(swarm, sha, size))
                 transfers.append(transfer)
         filters = [topics.blob_chunks(swarm, sha) for sha in wanted]
         stop = cancel if cancel is not None else threading.Event()
@@ -159,9 +162,7 @@ class BlobFetcher:
             self.link.unsubscribe(filters)
         return self._finish(transfers)
 
-    def _subscribe(
-        self, filters: list[str], transfers: list[_Transfer], deadline: float, stop: threading.Event
-    ) -> bool:
+    def _subscribe(self, filters: list[str], transfers: list[Transfer], deadline: float, stop: threading.Event) -> bool:
         """Subscribe before asking (a chunk published earlier would be missed); again until the
         broker acknowledges (a SUBSCRIBE sent while the link is down is lost) unless it refuses
         (``_on_refused`` then failed the transfers)."""
@@ -174,7 +175,7 @@ class BlobFetcher:
             stop.wait(0.5)
         return False
 
-    def _wait(self, transfers: list[_Transfer], deadline: float, stop: threading.Event) -> None:
+    def _wait(self, transfers: list[Transfer], deadline: float, stop: threading.Event) -> None:
         """Ask, and ask again for what does not come, until every transfer is done or time is up."""
         while True:
             asks: list[Ask] = []
@@ -193,7 +194,7 @@ class BlobFetcher:
                 if any(not t.done for t in transfers):
                     self._news.wait(min(0.5, max(0.0, deadline - time.monotonic())))
 
-    def _finish(self, transfers: list[_Transfer]) -> list[str]:
+    def _finish(self, transfers: list[Transfer]) -> list[str]:
         failed = []
         with self._lock:
             for transfer in transfers:
@@ -205,9 +206,9 @@ class BlobFetcher:
                     log.warning("blob %s not fetched: %s", transfer.sha[:12], transfer.error or "timed out")
         return failed
 
-    def _asks(self, transfer: _Transfer, indexes: Iterable[int], now: float) -> list[Ask]:
+    def _asks(self, transfer: Transfer, indexes: Iterable[int], now: float) -> list[Ask]:
         transfer.heard = now
-        return [(transfer.swarm, transfer.sha, first, count) for first, count in _runs(indexes)]
+        return [(transfer.swarm, transfer.sha, first, count) for first, count in runs(indexes)]
 
     def _send(self, asks: list[Ask]) -> None:
         for swarm, sha, first, count in asks:
@@ -255,7 +256,7 @@ class BlobFetcher:
                 asks = self._on_bad_chunk(transfer, exc)
         self._send(asks)
 
-    def _on_bad_chunk(self, transfer: _Transfer, exc: Exception) -> list[Ask]:
+    def _on_bad_chunk(self, transfer: Transfer, exc: Exception) -> list[Ask]:
         """Count it; start over when the chunks that came cannot make the blob (a forged first
         chunk fixed another chunking, or the sha256 failed): never deliver them, never wait forever."""
         if isinstance(exc, OSError):
@@ -274,7 +275,7 @@ class BlobFetcher:
         log.warning("blob %s: starting over (%s)", transfer.sha[:12], exc)
         return self._asks(transfer, transfer.more(self.window), time.monotonic())
 
-    def _on_chunk(self, transfer: _Transfer, chunk: Chunk, index: int | None) -> list[Ask]:
+    def _on_chunk(self, transfer: Transfer, chunk: Chunk, index: int | None) -> list[Ask]:
         if chunk.info.sha != transfer.sha or chunk.index != index:
             raise ProtocolError("chunk does not match its topic")
         transfer.check(chunk.info)

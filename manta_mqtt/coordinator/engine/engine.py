@@ -341,7 +341,7 @@ class Engine:
     def _on_status(self, status: NodeStatus, now: float) -> None:
         node = status.node
         before = self.run.fleet.get(node)
-        if before is not None and before.session == status.session and status.link < before.link:
+        if before is not None and status.superseded_by(before):
             # an earlier connection's will, delivered after the node's next connection announced
             # itself (a cluster's members deliver them late while one of them is down): stale
             self.run.emit(act.Log(f"ignored node {node}'s status of its connection {status.link} (now {before.link})"))

@@ -49,6 +49,15 @@ class NodeStatus:
         "task_started", "last_error",
     )  # fmt: skip
 
+    def connection(self) -> tuple[int, int]:
+        """Which run of the agent (``session``) and which of its broker connections (``link``)."""
+        return self.session, self.link
+
+    def superseded_by(self, later: NodeStatus) -> bool:
+        """Sent on an earlier connection of the same run than ``later``: a will the broker delivered
+        late, after the node's next connection announced itself."""
+        return self.session == later.session and self.link < later.link
+
     @property
     def version(self) -> str:
         """The agent's package version, from ``agent`` ("manta-mqtt 0.1.0" -> "0.1.0"; "" if unknown)."""
