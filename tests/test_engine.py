@@ -472,7 +472,37 @@ def test_scheduled_nodes_that_are_gone_are_reported_once() -> None:
     world.result("n2")
     world.finish_local()
     world.offline("n2")
+    world.tick(5.0)  # longer ago than the reconnect grace
     out = world.finish_local(writes=TaskWrites(schedule=[("worker", ["n1", "n2"])]))
+    assert act.Warn("scheduled node(s) not available for worker: n2") in out
+    assert assigned(out) == {"n1": 0}
+
+
+def scheduled_just_after_n2_went_offline() -> World:
+    """n2's will came moments before the scheduler named it (a node moving to another cluster
+    member: its new status may arrive after its result did)."""
+    world = running()
+    world.result("n1")
+    world.result("n2")
+    world.finish_local()
+    world.offline("n2")
+    world.tick(1.0)
+    out = world.finish_local(writes=TaskWrites(schedule=[("worker", ["n1", "n2"])]))
+    assert act.Info("worker waits up to 4 s for n2, offline moments ago") in out  # reconnect_grace 5 s
+    assert not assigned(out) and not only(out, act.Warn)
+    assert world.engine.next_timer() == world.now + 4.0
+    return world
+
+
+def test_a_scheduled_node_lost_moments_ago_is_waited_for_up_to_the_reconnect_grace() -> None:
+    world = scheduled_just_after_n2_went_offline()
+    assert assigned(world.online("n2", after=2.0)) == {"n1": 0, "n2": 0}
+
+
+def test_a_scheduled_node_lost_moments_ago_that_stays_away_is_left_out_after_the_grace() -> None:
+    world = scheduled_just_after_n2_went_offline()
+    assert not assigned(world.tick(3.9))
+    out = world.tick(0.1)
     assert act.Warn("scheduled node(s) not available for worker: n2") in out
     assert assigned(out) == {"n1": 0}
 

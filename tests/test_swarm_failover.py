@@ -90,6 +90,7 @@ def test_a_node_whose_server_dies_is_back_within_10_s_and_the_swarm_finishes(
         runner = threading.Thread(
             target=lambda: result.append(run_swarm(COUNTER, members[0], tmp_path / "runs", 3, delay=2.0))
         )
+        killed = time.monotonic()
         runner.start()
         try:
             running_step = lambda: any(s.iteration == 1 and s.step == "worker" for s in watcher.states)  # noqa: E731
@@ -108,6 +109,8 @@ def test_a_node_whose_server_dies_is_back_within_10_s_and_the_swarm_finishes(
             runner.join(120)
         finally:
             watcher.link.stop()
+            for t, s in watcher.statuses:  # shown when the test fails
+                print(f"{t - killed:+7.2f} {s.node} {s.state} session={s.session} link={s.link} server={s.server}")
         assert result, "the swarm did not finish within 2 minutes"
         summary = result[0]
         assert summary.state == "stopped", summary.reason

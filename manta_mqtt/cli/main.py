@@ -76,7 +76,10 @@ def cli() -> None:
     "--reconnect-grace",
     default=15.0,
     show_default=True,
-    help="Seconds a node that went offline mid-step has to come back and report before the step goes on without it.",
+    help=(
+        "Seconds a node that went offline mid-step has to come back and report before the step goes on without it;"
+        " a step also waits as long for a node schedule_next_iter names that went offline this recently."
+    ),
 )
 @click.option(
     "--node-upload-budget",

@@ -79,6 +79,7 @@ class Engine:
         self._choosing: Task | None = None  # the node step waiting for an eligible node
         self._until = 0.0  # when waiting for nodes gives up
         self._gone: tuple[str, ...] = ()  # scheduled nodes last reported unavailable
+        self._returning: float | None = None  # until when the choice waits for scheduled nodes lost moments ago
         self._now = 0.0
         self._stop: StopRequested | None = None  # an operator's stop, carried out after the step under way
         self.started = False  # the first iteration began (a run that never did left nothing to keep)
@@ -140,6 +141,8 @@ class Engine:
 
     def next_timer(self) -> float | None:
         """When to send a :class:`Tick` if nothing else happens (None: no deadline pending)."""
+        if self.phase is Phase.CHOOSING and self._returning is not None:
+            return min(self._until, self._returning)
         if self.phase in (Phase.GATHERING, Phase.CHOOSING):
             return self._until
         step = self.nodes.step
@@ -244,7 +247,7 @@ class Engine:
             self.phase = Phase.CHOOSING
             self._choosing = task
             self._until = now + self.timing.wait_nodes
-            self._gone = ()
+            self._gone, self._returning = (), None
             self._choose(now)
 
     def _choose(self, now: float) -> None:
@@ -253,6 +256,15 @@ class Engine:
         assert task is not None
         previous = self.run.previous_nodes.get(task.name)
         nodes, gone = choose_nodes(task, self.run.online(), self._forced.get(task.name), previous, self.rng)
+        returning = self.run.returning(gone, now)
+        if returning:  # scheduled, and lost moments ago: waited for, as an open step waits for a lost node
+            until = max(returning.values())
+            if self._returning is None:
+                who = ", ".join(sorted(returning))
+                self.run.emit(act.Info(f"{task.name} waits up to {until - now:.0f} s for {who}, offline moments ago"))
+            self._returning = until
+            return
+        self._returning = None
         if gone and gone != self._gone:
             self.run.emit(act.Warn(f"scheduled node(s) not available for {task.name}: {', '.join(gone)}"))
         self._gone = gone

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ...protocol.budget import SenderBudget
@@ -29,6 +29,7 @@ class RunData:
     previous_nodes: dict[str, list[str]]
     fleet: dict[str, NodeStatus] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)  # node -> when its last status arrived
+    lost_at: dict[str, float] = field(default_factory=dict)  # node -> when it went offline after being online
     clock: StaleClock = field(default_factory=StaleClock)  # when each node goes stale, earliest first
     contributors: set[str] = field(default_factory=set)  # nodes with results taken this iteration
     quarantined: set[str] = field(default_factory=set)  # for the rest of the run
@@ -41,6 +42,11 @@ class RunData:
     def heard(self, status: NodeStatus, now: float) -> None:
         """A status from its node: remember it, and when the node goes stale without another."""
         node = status.node
+        before = self.fleet.get(node)
+        if status.state != "offline":
+            self.lost_at.pop(node, None)
+        elif before is not None and before.state != "offline":
+            self.lost_at[node] = now
         self.fleet[node] = status
         self.seen[node] = now
         self.clock.touch(node, now + self.stale_after(node))
@@ -65,6 +71,14 @@ class RunData:
         if self.stale(node):
             return f"stale: no status for {self.now - self.seen.get(node, self.now):.0f} s"
         return ""
+
+    def returning(self, nodes: Iterable[str], now: float) -> dict[str, float]:
+        """Those of ``nodes`` that went offline less than ``reconnect_grace`` ago, and until when
+        they may come back: a node that moves to another cluster member may announce itself
+        only after its result arrived."""
+        grace = self.plan.timing.reconnect_grace
+        lost = {n: t + grace for n in nodes if (t := self.lost_at.get(n)) is not None and n not in self.quarantined}
+        return {n: t for n, t in lost.items() if t > now}
 
     def online(self) -> dict[str, list[str]]:
         return {
