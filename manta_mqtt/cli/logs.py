@@ -19,6 +19,7 @@ import click
 from ..protocol import topics
 from ..protocol.messages import NodeLog, ProtocolError
 from ..protocol.text import printable
+from ..stopping import stop_on_signals
 from ..tools import fleet
 from ..transport.mqtt import BrokerAddress
 from .connect import VERSION_CHOICE, VERSION_HELP, broker_options
@@ -126,26 +127,25 @@ def logs(
             topics.check_id(node, "node id")
         except topics.TopicError as exc:
             raise click.BadParameter(str(exc), param_hint="'NODE'") from exc
-    stop = threading.Event()
-    timer = threading.Timer(seconds, stop.set)
-    if not follow:
-        timer.start()
-    try:
-        shown = listen(
-            address,
-            mqtt_version,
-            node,
-            stop,
-            click.echo,
-            level=level,
-            since=since,
-            ready=lambda topic: click.echo(f"listening on {topic}" + (" (Ctrl-C stops)" if follow else ""), err=True),
-        )
-    except KeyboardInterrupt:
-        return
-    except ConnectionError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        timer.cancel()
+    hint = " (Ctrl-C stops)" if follow else ""
+    with stop_on_signals() as stop:
+        timer = threading.Timer(seconds, stop.set)
+        if not follow:
+            timer.start()
+        try:
+            shown = listen(
+                address,
+                mqtt_version,
+                node,
+                stop,
+                click.echo,
+                level=level,
+                since=since,
+                ready=lambda topic: click.echo(f"listening on {topic}{hint}", err=True),
+            )
+        except ConnectionError as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            timer.cancel()
     if not follow and not shown:
         click.echo(f"no log records in {seconds:g} s (logs are not retained: --follow waits for them)", err=True)

@@ -22,6 +22,7 @@ from ..protocol.limits import (
     UPLOAD_WINDOW_BYTES,
 )
 from ..protocol.text import printable, printable_logging
+from ..stopping import stop_on_signals
 from ..transport.mqtt import BrokerAddress
 from .connect import VERSION_CHOICE, VERSION_HELP, broker_address, broker_options
 from .keys import keygen
@@ -248,12 +249,9 @@ def broker(host: str, port: int, port_file: Path | None) -> None:
     click.echo(f"embedded broker listening on {embedded.url} (MQTT 3.1.1; Ctrl-C stops it)")
     if port_file:
         port_file.write_text(str(embedded.port))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        with stop_on_signals() as stop:
+            stop.wait()
     finally:
         embedded.stop()
 
@@ -303,24 +301,22 @@ def watch(
     """Print every protocol message, decoded to one line (binary payloads summarised)."""
     from ..tools.watch import watch as do_watch
 
-    stop = threading.Event()
-    timer = threading.Timer(seconds or 0, stop.set)
-    if seconds:
-        timer.start()
-    try:
-        do_watch(
-            address,
-            version=mqtt_version,
-            topic_filter=topic,
-            emit=lambda line: click.echo(f"{time.strftime('%H:%M:%S')} {printable(line, one_line=True)}"),
-            stop=stop,
-        )
-    except KeyboardInterrupt:
-        pass
-    except ConnectionError as exc:  # refused (a wrong password, say) or unreachable
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        timer.cancel()
+    with stop_on_signals() as stop:
+        timer = threading.Timer(seconds or 0, stop.set)
+        if seconds:
+            timer.start()
+        try:
+            do_watch(
+                address,
+                version=mqtt_version,
+                topic_filter=topic,
+                emit=lambda line: click.echo(f"{time.strftime('%H:%M:%S')} {printable(line, one_line=True)}"),
+                stop=stop,
+            )
+        except ConnectionError as exc:  # refused (a wrong password, say) or unreachable
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            timer.cancel()
 
 
 cli.add_command(keygen)

@@ -11,14 +11,13 @@ changed only where a test must: each listener moves to a free port on 127.0.0.1,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import secrets
-import signal
 import threading
 import time
 from pathlib import Path
 
+from ..stopping import stop_on_signals
 from ..transport.mqtt import BrokerAddress, MqttLink
 from .mosquitto import CONFIG_DIR, MosquittoProcess, _root_user, free_port
 
@@ -151,9 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         took = pair.wait_bridged()
         print(f"central {pair.central_url}\nsite    {pair.site_url}\nbridged: a round trip took {took:.2f} s")
         print(f"logs: {pair.central.log} {pair.site.log}\nCtrl-C (or SIGTERM) stops both", flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-        with contextlib.suppress(KeyboardInterrupt):
+        with stop_on_signals() as stop:
             stop.wait()
 
 

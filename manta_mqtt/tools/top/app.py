@@ -24,6 +24,7 @@ from rich.live import Live
 
 from ...protocol import topics
 from ...protocol.messages import Discover
+from ...stopping import stop_on_signals
 from ...transport.mqtt import BrokerAddress, MqttLink
 from .. import fleet
 from .model import FILTERS, SORTS, SiteView, wanted
@@ -101,33 +102,31 @@ def run(address: BrokerAddress, version: str, *, sort: str, only: str, traffic: 
     """The live screen, until ``q`` or Ctrl-C."""
     feed, view = Feed(), SiteView()
     console = Console()
-    try:
-        with (
-            fleet.connected(address, version, "top") as link,
-            keystrokes() as keys,
-            Live(console=console, screen=True, auto_refresh=False) as live,
-        ):
-            subscribe(link, feed, traffic)
-            drawn = 0.0
-            while True:
-                changed = False
-                while not keys.empty():
-                    key = keys.get_nowait()
-                    if key in ("q", "Q"):
-                        return
-                    if key == "s":
-                        sort, changed = _next(SORTS, sort), True
-                    elif key == "f":
-                        only, changed = _next(FILTERS, only), True
-                feed.drain(view)
-                now = time.time()
-                if changed or now - drawn >= refresh:
-                    live.update(screen(view, now, str(address), sort=sort, only=only, height=console.height))
-                    live.refresh()
-                    drawn = now
-                time.sleep(0.1)
-    except KeyboardInterrupt:
-        pass
+    with (
+        stop_on_signals() as stop,
+        fleet.connected(address, version, "top") as link,
+        keystrokes() as keys,
+        Live(console=console, screen=True, auto_refresh=False) as live,
+    ):
+        subscribe(link, feed, traffic)
+        drawn = 0.0
+        while not stop.is_set():
+            changed = False
+            while not keys.empty():
+                key = keys.get_nowait()
+                if key in ("q", "Q"):
+                    return
+                if key == "s":
+                    sort, changed = _next(SORTS, sort), True
+                elif key == "f":
+                    only, changed = _next(FILTERS, only), True
+            feed.drain(view)
+            now = time.time()
+            if changed or now - drawn >= refresh:
+                live.update(screen(view, now, str(address), sort=sort, only=only, height=console.height))
+                live.refresh()
+                drawn = now
+            time.sleep(0.1)
 
 
 def once(address: BrokerAddress, version: str, *, sort: str, only: str, settle: float, width: int) -> None:
