@@ -28,6 +28,7 @@ OURS = ("manta_mqtt", "manta_light", "edge_node")
 LAYER_OF = {
     "manta_mqtt.__version__": "base",  # `from manta_mqtt import __version__`: any layer may
     "manta_mqtt.ownership": "base",
+    "manta_mqtt.stopping": "base",
     "manta_mqtt": "public face",  # the package root re-exports every layer; nothing inside imports it
     "manta_mqtt.protocol": "protocol",
     "manta_mqtt.blobstore": "storage",
