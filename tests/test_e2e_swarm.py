@@ -47,6 +47,18 @@ def numbers(tmp_path: Path) -> Path:
     return path
 
 
+def check_counter_run(summary: RunSummary, nodes: list[str]) -> RunStore:
+    """The counter swarm stopped by its aggregator after 3 iterations, nothing rejected, exact results."""
+    assert summary.state == "stopped", summary.reason
+    assert summary.reason == "stopped by task aggregator"
+    assert summary.iterations == 3
+    assert summary.rejected == {}
+    store = RunStore.open(summary.store_path)
+    check_counter_results(store, nodes, 3)
+    assert store.meta("final")["state"] == "stopped"
+    return store
+
+
 def check_counter_results(store: RunStore, nodes: list[str], rounds: int) -> None:
     vals = store.results("val")
     assert sorted(vals) == list(range(rounds))
@@ -68,13 +80,7 @@ def test_counter_swarm_runs_to_stop(broker: BrokerUnderTest, tmp_path: Path, sta
     ids = ["n1", "n2", "n3"]
     start_nodes(broker, ids, {"numbers.npy": numbers(tmp_path)})
     summary = run_swarm(COUNTER, broker, tmp_path / "runs", len(ids))
-    assert summary.state == "stopped", summary.reason
-    assert summary.reason == "stopped by task aggregator"
-    assert summary.iterations == 3
-    assert summary.rejected == {}
-    store = RunStore.open(summary.store_path)
-    check_counter_results(store, ids, 3)
-    assert store.meta("final")["state"] == "stopped"
+    check_counter_run(summary, ids)
     with fleet.connected(BrokerAddress.parse(broker.url), broker.version, "check") as link:
         left = fleet.retained(link, f"{topics.ROOT}/swarms/#")
     assert list(left) == [topics.swarm_state(summary.swarm_id)], "only the final state stays retained"

@@ -85,7 +85,7 @@ def _show(topic: str, payload: bytes, emit: Callable[[str], None], level: str, s
         record = NodeLog.parse(payload)
         topic_node = topics.parse(topic).node
     except (ProtocolError, topics.TopicError):
-        return 0  # not a v1 log record: nothing to show
+        return 0  # not a v2 log record: nothing to show
     if not wanted(record, topic_node, level, since, time.time()):
         return 0
     emit(format_record(record))

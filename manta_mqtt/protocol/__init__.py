@@ -1,1 +1,1 @@
-"""Protocol v1, with no I/O: topic layout, codec, chunking, message schemas and the limits peers respect."""
+"""Protocol v2, with no I/O: topic layout, codec, chunking, message schemas and the limits peers respect."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .processes import stop_process
+from .processes import kill_process, stop_process
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "broker_config"
 DEV_CONFIG = CONFIG_DIR / "mosquitto-dev.conf"
@@ -141,9 +141,7 @@ class MosquittoProcess:
     def kill(self) -> None:
         """SIGKILL: a crash, for failover tests (:meth:`start` brings it back on the same ports)."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+            kill_process(self.proc)
             self.proc = None
 
     def __enter__(self) -> MosquittoProcess:

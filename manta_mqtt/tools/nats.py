@@ -10,7 +10,6 @@ readiness is a real MQTT round trip (:func:`mqtt_round_trip`), not an open port.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from .mosquitto import free_port, wait_for_port
-from .processes import stop_process
+from .processes import kill_process, stop_process
 
 
 def find_nats_server() -> str | None:
@@ -159,9 +158,7 @@ class NatsServer:
     def kill(self) -> None:
         """SIGKILL: a crash, for failover tests (JetStream state stays on disk for :meth:`restart`)."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+            kill_process(self.proc)
             self.proc = None
 
     def restart(self) -> NatsServer:

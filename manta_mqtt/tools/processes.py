@@ -15,3 +15,10 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def kill_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL (a crash, for failover tests) and reap it; a process already gone is fine."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
